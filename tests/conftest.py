@@ -14,6 +14,9 @@ import pytest
 # Torch-based tests share a 2-core machine; one thread each keeps them predictable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The test bed's fixtures (testbed, arm, oci_registry), for every tier.
+pytest_plugins = ["tests.testbed.fixtures"]
+
 TIERS = ("cluster", "aks", "runtime", "registry", "server", "notebooks")
 HERE = Path(__file__).parent
 

@@ -1,0 +1,3 @@
+from tests.testbed.cli import main
+
+raise SystemExit(main())
