@@ -15,7 +15,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 SUBPACKAGES = ("magics", "presets", "runtimes")
 
-FINDER = '''\
+FINDER = """\
 import importlib.abc, importlib.util, sys
 
 class KaitoJupyterSubpackages(importlib.abc.MetaPathFinder):
@@ -32,7 +32,7 @@ class KaitoJupyterSubpackages(importlib.abc.MetaPathFinder):
 
 if KaitoJupyterSubpackages not in sys.meta_path:
     sys.meta_path.append(KaitoJupyterSubpackages)
-'''
+"""
 
 
 class CustomBuildHook(BuildHookInterface):
@@ -44,7 +44,9 @@ class CustomBuildHook(BuildHookInterface):
             roots = {f"kaito_jupyter.{name}": str(root / name) for name in SUBPACKAGES}
             out = Path(tempfile.mkdtemp(prefix="kaito-jupyter-editable-"))
             (out / "_kaito_jupyter_subpackages.py").write_text(FINDER.format(roots=roots))
-            (out / "_kaito_jupyter_subpackages.pth").write_text("import _kaito_jupyter_subpackages\n")
+            (out / "_kaito_jupyter_subpackages.pth").write_text(
+                "import _kaito_jupyter_subpackages\n"
+            )
             for name in ("_kaito_jupyter_subpackages.py", "_kaito_jupyter_subpackages.pth"):
                 build_data["force_include_editable"][os.fspath(out / name)] = name
         else:

@@ -84,9 +84,13 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise KaitoError(f"{path} is not valid YAML: {exc}", hint="fix or delete the file") from exc
+            raise KaitoError(
+                f"{path} is not valid YAML: {exc}", hint="fix or delete the file"
+            ) from exc
         if not isinstance(data, dict):
-            raise KaitoError(f"{path} must hold a mapping of settings", hint="fix or delete the file")
+            raise KaitoError(
+                f"{path} must hold a mapping of settings", hint="fix or delete the file"
+            )
     for var, (section, key) in ENVIRONMENT.items():
         if environ.get(var):
             target = data.setdefault(section, {}) if section else data

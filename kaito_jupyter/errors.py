@@ -78,7 +78,9 @@ class BackendError(KaitoError):
 class ProvisioningError(KaitoError):
     """GPU nodes could not be provisioned (quota, invalid size, cloud API failure)."""
 
-    def __init__(self, message: str, *, reason: str = "ProvisioningFailed", hint: str | None = None):
+    def __init__(
+        self, message: str, *, reason: str = "ProvisioningFailed", hint: str | None = None
+    ):
         super().__init__(message, hint=hint)
         self.reason = reason
 
