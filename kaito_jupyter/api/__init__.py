@@ -1,0 +1,72 @@
+"""The Workspace resource: typed model, YAML parsing with positions, validation, conditions.
+
+from kaito_jupyter import api
+checked = api.check_file("workspace.yaml")   # raises errors.ValidationError with every issue
+checked[0].workspace.preset_name, checked[0].warnings
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kaito_jupyter.api.model import API_VERSIONS, GROUP, KIND, VERSIONS, Workspace
+from kaito_jupyter.api.parse import Document, format_path, load_documents, read_file, read_text
+from kaito_jupyter.api.validation import validate
+from kaito_jupyter.errors import Issue, ValidationError
+
+__all__ = [
+    "API_VERSIONS",
+    "GROUP",
+    "KIND",
+    "VERSIONS",
+    "Checked",
+    "Document",
+    "Workspace",
+    "check_dict",
+    "check_file",
+    "check_text",
+    "format_path",
+    "load_documents",
+    "validate",
+]
+
+
+@dataclass
+class Checked:
+    """A Workspace that passed validation, with its source document and any warnings."""
+
+    workspace: Workspace
+    document: Document
+    warnings: list[Issue] = field(default_factory=list)
+
+
+def _check(pairs: list[tuple[Document, Workspace]], old: Workspace | None = None) -> list[Checked]:
+    out, errors, warnings = [], [], []
+    for doc, ws in pairs:
+        findings = validate(ws, doc, old=old)
+        errors += findings.errors
+        warnings += findings.warnings
+        out.append(Checked(ws, doc, findings.warnings))
+    if errors:
+        raise ValidationError(errors, warnings=warnings)
+    return out
+
+
+def check_text(
+    text: str, source: str | None = None, *, old: Workspace | None = None
+) -> list[Checked]:
+    """Parse and validate every Workspace in a YAML stream; all problems, or the workspaces."""
+    return _check(read_text(text, source), old)
+
+
+def check_file(path: str | Path) -> list[Checked]:
+    return _check(read_file(path))
+
+
+def check_dict(data: Any, *, old: Workspace | None = None) -> Checked:
+    doc = Document(data=data)
+    from kaito_jupyter.api.parse import workspace_from_document
+
+    return _check([(doc, workspace_from_document(doc))], old)[0]

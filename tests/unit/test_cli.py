@@ -1,0 +1,99 @@
+"""The `kaito` command: exit codes and what a user reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from kaito_jupyter import cli
+
+from .samples import INFERENCE, WORKSPACES, with_
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_validate_accepts_the_readme_workspaces(capsys):
+    code, out, _ = run(capsys, "validate", "-f", str(WORKSPACES))
+    assert code == 0
+    for name in ("workspace-phi-3-mini", "workspace-tuning-phi-3", "workspace-phi-3-mini-adapter"):
+        assert f"workspace.kaito.sh/{name} valid" in out
+
+
+def test_validate_rejects_with_messages(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(with_(INFERENCE, inference__preset__name="phi-4", metadata__name="Bad"))
+    )
+    code, _, err = run(capsys, "validate", "-f", str(bad))
+    assert code == 1
+    assert f"{bad}: invalid" in err
+    assert "metadata.name" in err and "Insufficient total GPU memory" in err
+    assert "Traceback" not in err
+
+
+def test_validate_json_output(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(with_(INFERENCE, metadata__name="Bad")))
+    code, out, _ = run(
+        capsys,
+        "validate",
+        "-o",
+        "json",
+        "-f",
+        str(bad),
+        "-f",
+        str(WORKSPACES / "inference-phi-3.yaml"),
+    )
+    report = json.loads(out)
+    assert code == 1 and [r["valid"] for r in report] == [False, True]
+
+
+def test_validate_update_with_old(capsys, tmp_path):
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(yaml.safe_dump(INFERENCE))
+    new.write_text(yaml.safe_dump(with_(INFERENCE, resource__instanceType="Standard_NC12s_v3")))
+    code, _, err = run(capsys, "validate", "-f", str(new), "--old", str(old))
+    assert code == 1 and "field is immutable" in err
+
+
+def test_missing_file(capsys):
+    code, _, err = run(capsys, "validate", "-f", "/nonexistent.yaml")
+    assert code == 1 and "no such file" in err
+
+
+def test_presets_and_skus_tables(capsys):
+    code, out, _ = run(capsys, "presets", "--tuning")
+    assert code == 0 and "phi-3-mini-128k-instruct" in out and "llama-3.1-8b-instruct" not in out
+    code, out, _ = run(capsys, "skus", "--cloud", "azure")
+    assert code == 0 and "Standard_NC6s_v3" in out and "g5.xlarge" not in out
+
+
+def test_explain_shows_fit_and_dtype(capsys):
+    code, out, _ = run(
+        capsys, "explain", "phi-3-mini-128k-instruct", "--instance-type", "Standard_NC6s_v3"
+    )
+    assert code == 0
+    assert "dtype: float16 (no bf16 on NVIDIA V100" in out
+    assert "qlora" in out and "fits" in out
+    code, out, _ = run(capsys, "explain", "phi-4", "-i", "Standard_NC6s_v3")
+    assert "does NOT fit" in out and "try:" in out
+
+
+def test_explain_unknown_instance_type(capsys):
+    code, _, err = run(capsys, "explain", "phi-4", "-i", "Standard_NC6s_v9")
+    assert code == 1 and "did you mean" in err
+
+
+def test_console_script_imports_no_torch():
+    code = "import sys, kaito_jupyter.cli as c; c.main(['presets']); print(any(m.startswith('torch') for m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().endswith("False")

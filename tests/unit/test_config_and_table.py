@@ -1,0 +1,81 @@
+"""Shared configuration and the kubectl-style table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from kaito_jupyter import api, config
+from kaito_jupyter.api import conditions, table
+from kaito_jupyter.errors import KaitoError
+
+from .samples import INFERENCE, TUNING
+
+
+def test_defaults_file_and_environment(tmp_path):
+    path = tmp_path / "kaito.yaml"
+    assert config.load(path, environ={}).backend == "local"
+    config.save(config.Settings(backend="kubernetes", namespace="ml"), path)
+    assert config.load(path, environ={}).namespace == "ml"
+    env = {"KAITO_BACKEND": "local", "KAITO_ARM_ENDPOINT": "https://management.chinacloudapi.cn"}
+    s = config.load(path, environ=env)
+    assert s.backend == "local" and s.namespace == "ml"
+    assert s.azure.credential_scope() == "https://management.chinacloudapi.cn/.default"
+
+
+def test_bad_settings_name_the_fix(tmp_path):
+    path = tmp_path / "kaito.yaml"
+    path.write_text("backnd: local\n")
+    with pytest.raises(KaitoError, match="unknown setting"):
+        config.load(path, environ={})
+    with pytest.raises(KaitoError, match="KAITO_BACKEND"):
+        config.load(tmp_path / "none.yaml", environ={"KAITO_BACKEND": "docker"})
+
+
+def test_table_matches_kaitos_columns():
+    ws = api.check_dict(INFERENCE).workspace
+    ws.metadata.creation_timestamp = "2026-11-23T10:00:00Z"
+    conditions.set_condition(ws, conditions.RESOURCE_READY, "True", "NodesReady")
+    conditions.set_condition(ws, conditions.INFERENCE_READY, "True", "InferenceReady")
+    conditions.set_condition(ws, conditions.WORKSPACE_SUCCEEDED, "True", "Ready")
+    tuning = api.check_dict(TUNING).workspace
+    text = table.render([ws, tuning], now=datetime(2026, 11, 23, 10, 10, tzinfo=UTC))
+    header, first, second = text.splitlines()
+    assert header.split() == [
+        "NAME",
+        "INSTANCE",
+        "RESOURCEREADY",
+        "INFERENCEREADY",
+        "WORKSPACEREADY",
+        "AGE",
+    ]
+    assert first.split() == [
+        "workspace-phi-3-mini",
+        "Standard_NC6s_v3",
+        "True",
+        "True",
+        "True",
+        "10m",
+    ]
+    assert second.split()[2:5] == ["Unknown", "Unknown", "Unknown"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(5, "5s"), (150, "2m30s"), (600, "10m"), (4 * 3600 + 60, "4h1m"), (3 * 86400, "3d")],
+)
+def test_age(seconds, expected):
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    then = datetime.fromtimestamp(now.timestamp() - seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert table.age(then, now) == expected
+
+
+def test_condition_transition_time_moves_only_on_status_change():
+    ws = api.check_dict(INFERENCE).workspace
+    assert conditions.set_condition(ws, "ResourceReady", "False", "Provisioning", at="t1")
+    assert not conditions.set_condition(ws, "ResourceReady", "False", "Provisioning", at="t2")
+    assert conditions.set_condition(ws, "ResourceReady", "False", "Quota", "over quota", at="t3")
+    assert ws.condition("ResourceReady").last_transition_time == "t1"
+    assert conditions.set_condition(ws, "ResourceReady", "True", "Ready", at="t4")
+    assert ws.condition("ResourceReady").last_transition_time == "t4"

@@ -1,0 +1,68 @@
+"""The notebook side stays light, and the magics present errors as messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from IPython.testing.globalipapp import get_ipython
+
+from .samples import INFERENCE, with_
+
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes")
+
+
+def test_load_ext_imports_nothing_heavy():
+    code = (
+        "import sys, kaito_jupyter, kaito_jupyter.magics;"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_magics_resolve_to_the_repo_directory():
+    import kaito_jupyter.magics
+    import kaito_jupyter.presets
+    import kaito_jupyter.runtimes
+
+    for mod, folder in (
+        (kaito_jupyter.magics, "magics"),
+        (kaito_jupyter.presets, "presets"),
+        (kaito_jupyter.runtimes, "runtimes"),
+    ):
+        assert mod.__file__.replace("\\", "/").endswith(f"{folder}/__init__.py")
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "kaito_jupyter")
+    return shell
+
+
+def test_cell_magic_validates_yaml(ip, capsys):
+    import yaml
+
+    ip.run_cell_magic("kaito", "validate", yaml.safe_dump(INFERENCE))
+    assert "workspace.kaito.sh/workspace-phi-3-mini valid" in capsys.readouterr().out
+
+
+def test_cell_magic_reports_errors_without_traceback(ip, capsys):
+    import yaml
+
+    ip.run_cell_magic(
+        "kaito", "validate", yaml.safe_dump(with_(INFERENCE, inference__preset__name="phi-4"))
+    )
+    err = capsys.readouterr().err
+    assert "Insufficient total GPU memory" in err and "Traceback" not in err
+
+
+def test_line_magic_verbs(ip, capsys):
+    ip.run_line_magic("kaito", "explain phi-3-mini-4k-instruct --instance-type Standard_NC6s_v3")
+    assert "inference" in capsys.readouterr().out
+    ip.run_line_magic("kaito", "frobnicate")
+    assert "unknown verb 'frobnicate'" in capsys.readouterr().err
