@@ -34,6 +34,12 @@ class AzureSettings:
     arm_audience: str | None = None
     # Entra ID authority; azure-identity reads AZURE_AUTHORITY_HOST itself, kept here for display.
     authority_host: str | None = None
+    # A PEM file of CAs to trust for ARM and the authority instead of the system store: a
+    # private cloud's own CA (or the test bed's simulated ARM).
+    ca_bundle: str | None = None
+    # MSAL asks the public cloud whether an authority host is a known one before using it; a
+    # private authority (Azure Stack Hub, the test bed) needs that check skipped.
+    disable_instance_discovery: bool = False
 
     def credential_scope(self) -> str:
         audience = self.arm_audience or self.arm_endpoint.rstrip("/")
@@ -63,7 +69,13 @@ ENVIRONMENT = {
     "KAITO_ARM_ENDPOINT": ("azure", "arm_endpoint"),
     "KAITO_ARM_AUDIENCE": ("azure", "arm_audience"),
     "AZURE_AUTHORITY_HOST": ("azure", "authority_host"),
+    "KAITO_AZURE_CA_BUNDLE": ("azure", "ca_bundle"),
+    "KAITO_AZURE_DISABLE_INSTANCE_DISCOVERY": ("azure", "disable_instance_discovery"),
 }
+
+# Settings that are booleans; the environment and hand-written files spell them as words.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 def config_dir() -> Path:
@@ -118,6 +130,7 @@ def _from_dict(data: dict, *, source: str) -> Settings:
             hint=f"known settings: {', '.join(sorted(known_top))}; azure.{{{', '.join(sorted(known_azure))}}}",
         )
     top = {k: v for k, v in data.items() if k != "azure"}
+    azure_data = {k: _coerce(AzureSettings, k, v, source) for k, v in azure_data.items()}
     settings = Settings(**top, azure=AzureSettings(**azure_data))
     if settings.backend not in BACKENDS:
         raise KaitoError(
@@ -130,3 +143,18 @@ def _from_dict(data: dict, *, source: str) -> Settings:
             hint="set KAITO_PROVISIONER or `provisioner:` in " + source,
         )
     return settings
+
+
+def _coerce(cls, key: str, value, source: str):
+    """Turn "true"/"0"/... into a bool for boolean fields; leave other values alone."""
+    default = getattr(cls(), key)
+    if not isinstance(default, bool) or isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise KaitoError(
+        f"setting {key} is {value!r}, not a boolean", hint=f"use true or false (in {source})"
+    )

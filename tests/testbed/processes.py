@@ -25,10 +25,14 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec. PDEATHSIG fires when the forking *thread* exits,
-    # so programs must be started from a thread that lives as long as the bed (the main one).
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies.
+
+    Called in the child between fork and exec. PDEATHSIG fires when the forking *thread*
+    exits, so programs must be started from a thread that lives as long as the bed (the main
+    one).
+    """
+    _libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
 class ProcessFailed(RuntimeError):
@@ -100,7 +104,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         program = Program(name, popen, log_path)
         with self._lock:

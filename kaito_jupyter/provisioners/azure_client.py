@@ -1,0 +1,86 @@
+"""The Azure clients the `aks` provisioner works through, built from Settings.azure.
+
+Everything that differs between public Azure, a sovereign cloud and a private ARM endpoint
+is configuration (kaito_jupyter/config.py): the ARM endpoint and its token audience, the Entra
+ID authority, a CA bundle, and whether MSAL may check the authority with the public cloud.
+The credential is azure-identity's DefaultAzureCredential, so the usual AZURE_* variables,
+workload identity and managed identity all work unchanged.
+
+azure-identity and azure-mgmt-containerservice (the `azure` extra) are imported here, lazily.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kaito_jupyter.config import AzureSettings, Settings
+from kaito_jupyter.errors import ProvisioningError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.mgmt.containerservice import ContainerServiceClient
+
+INSTALL_HINT = "pip install 'kaito-jupyter[azure]'"
+
+
+def azure_settings(settings: Settings | AzureSettings) -> AzureSettings:
+    return settings.azure if isinstance(settings, Settings) else settings
+
+
+def credential(settings: Settings | AzureSettings, **kwargs: Any) -> TokenCredential:
+    """DefaultAzureCredential, pointed at the configured authority and trusting its CA."""
+    azure = azure_settings(settings)
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError as exc:
+        raise ProvisioningError(
+            "the aks provisioner needs azure-identity",
+            reason="MissingDependency",
+            hint=INSTALL_HINT,
+        ) from exc
+    options: dict[str, Any] = {}
+    if azure.authority_host:
+        options["authority"] = azure.authority_host
+    if azure.disable_instance_discovery:
+        options["disable_instance_discovery"] = True
+    if azure.ca_bundle:
+        options["connection_verify"] = azure.ca_bundle
+    options.update(kwargs)
+    return DefaultAzureCredential(**options)
+
+
+def container_service_client(
+    settings: Settings | AzureSettings,
+    token_credential: TokenCredential | None = None,
+    **client_kwargs: Any,
+) -> ContainerServiceClient:
+    """A ContainerServiceClient for the configured subscription, ARM endpoint and audience.
+
+    `client_kwargs` go to the client as azure-core options (retry_total, polling_interval,
+    logging_enable, ...).
+    """
+    azure = azure_settings(settings)
+    if not azure.subscription_id:
+        raise ProvisioningError(
+            "no Azure subscription is configured for the aks provisioner",
+            reason="MissingConfiguration",
+            hint="set AZURE_SUBSCRIPTION_ID (or azure.subscription_id in kaito.yaml)",
+        )
+    try:
+        from azure.mgmt.containerservice import ContainerServiceClient
+    except ImportError as exc:
+        raise ProvisioningError(
+            "the aks provisioner needs azure-mgmt-containerservice",
+            reason="MissingDependency",
+            hint=INSTALL_HINT,
+        ) from exc
+    options: dict[str, Any] = {
+        "base_url": azure.arm_endpoint,
+        "credential_scopes": [azure.credential_scope()],
+    }
+    if azure.ca_bundle:
+        options["connection_verify"] = azure.ca_bundle
+    options.update(client_kwargs)
+    return ContainerServiceClient(
+        token_credential or credential(azure), azure.subscription_id, **options
+    )
