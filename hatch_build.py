@@ -3,6 +3,12 @@
 The wheel gets them by force-include. An editable install gets a .pth file that puts a small
 finder on sys.meta_path, so `kaito_jupyter.magics` imports straight from `magics/` and edits
 show up without reinstalling.
+
+The built lab extension (kaito_jupyter/labextension/, from the Jupyter builder hook) goes into the
+wheel as shared data, share/jupyter/labextensions/kaito-jupyter/. Not into an editable wheel: an
+editable install links the build instead (`jupyter-builder develop --overwrite .`, which
+`make labextension` runs), so rebuilds show up live; a copied-in snapshot would go stale, and
+reinstalling over the link would write the wheel's files back into the build directory.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from pathlib import Path
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 SUBPACKAGES = ("magics", "presets", "runtimes")
+LABEXTENSION = "kaito_jupyter/labextension"
+LABEXTENSION_DATA = "share/jupyter/labextensions/kaito-jupyter"
 
 FINDER = """\
 import importlib.abc, importlib.util, sys
@@ -52,3 +60,7 @@ class CustomBuildHook(BuildHookInterface):
         else:
             for name in SUBPACKAGES:
                 build_data["force_include"][os.fspath(root / name)] = f"kaito_jupyter/{name}"
+            build_data["shared_data"][os.fspath(root / LABEXTENSION)] = LABEXTENSION_DATA
+            build_data["shared_data"][os.fspath(root / "install.json")] = (
+                f"{LABEXTENSION_DATA}/install.json"
+            )

@@ -7,3 +7,8 @@ def load_ipython_extension(ipython):  # %load_ext kaito_jupyter
     from kaito_jupyter.magics import load_ipython_extension as load
 
     load(ipython)
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where `jupyter labextension develop` finds the built lab extension (see package.json)."""
+    return [{"src": "labextension", "dest": "kaito-jupyter"}]
