@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from kaito_jupyter.api.model import API_VERSIONS, GROUP, KIND, VERSIONS, Workspace
-from kaito_jupyter.api.parse import Document, format_path, load_documents, read_file, read_text
+from kaito_jupyter.api.parse import (
+    Document,
+    format_path,
+    load_documents,
+    parse_workspace,
+    read_file,
+    read_text,
+)
+from kaito_jupyter.api.validation import sorted_issues as _sorted
 from kaito_jupyter.api.validation import validate
 from kaito_jupyter.errors import Issue, ValidationError
 
@@ -42,15 +50,20 @@ class Checked:
     warnings: list[Issue] = field(default_factory=list)
 
 
-def _check(pairs: list[tuple[Document, Workspace]], old: Workspace | None = None) -> list[Checked]:
+def _check(
+    parsed: list[tuple[Document, Workspace | None, list[Issue]]], old: Workspace | None = None
+) -> list[Checked]:
     out, errors, warnings = [], [], []
-    for doc, ws in pairs:
+    for doc, ws, shape_issues in parsed:
+        errors += shape_issues
+        if ws is None:
+            continue
         findings = validate(ws, doc, old=old)
         errors += findings.errors
         warnings += findings.warnings
         out.append(Checked(ws, doc, findings.warnings))
     if errors:
-        raise ValidationError(errors, warnings=warnings)
+        raise ValidationError(_sorted(errors), warnings=warnings)
     return out
 
 
@@ -67,6 +80,4 @@ def check_file(path: str | Path) -> list[Checked]:
 
 def check_dict(data: Any, *, old: Workspace | None = None) -> Checked:
     doc = Document(data=data)
-    from kaito_jupyter.api.parse import workspace_from_document
-
-    return _check([(doc, workspace_from_document(doc))], old)[0]
+    return _check([(doc, *parse_workspace(doc))], old)[0]

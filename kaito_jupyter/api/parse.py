@@ -250,15 +250,53 @@ def _flatten_args(types: list) -> list:
     return out
 
 
-def workspace_from_document(doc: Document) -> Workspace:
-    """Check one document's shape and build the typed Workspace. Raises ValidationError."""
+def _shape_issues(doc: Document, data: dict, exc: pydantic.ValidationError) -> list[Issue]:
     import difflib
 
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        message = _message(err)
+        if err["type"] == "extra_forbidden":
+            known = _known_fields(Workspace, loc)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+            elif known:
+                message += f"; expected one of: {', '.join(known)}"
+        issues.append(doc.issue(loc, message))
+    return issues
+
+
+def _without(data: Any, locs: list[tuple]) -> Any:
+    """A deep copy of `data` with the values at `locs` removed (to check the rest)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for loc in sorted(locs, key=len, reverse=True):
+        target = out
+        for part in loc[:-1]:
+            try:
+                target = target[part]
+            except (KeyError, IndexError, TypeError):
+                target = None
+                break
+        if isinstance(target, dict):
+            target.pop(loc[-1], None)
+        elif isinstance(target, list) and isinstance(loc[-1], int) and loc[-1] < len(target):
+            target[loc[-1]] = None
+    return out
+
+
+def parse_workspace(doc: Document) -> tuple[Workspace | None, list[Issue]]:
+    """The typed Workspace and the shape problems of a document.
+
+    When some fields are malformed, the rest is still returned (malformed values removed) so
+    that the admission rules can report their problems in the same pass: every problem at once.
+    """
     data = doc.data
     if not isinstance(data, dict):
-        raise ValidationError(
-            [doc.issue((), f"a Workspace must be a YAML mapping, not {_describe(data)}")]
-        )
+        return None, [doc.issue((), f"a Workspace must be a YAML mapping, not {_describe(data)}")]
     issues = []
     kind = data.get("kind")
     if kind != KIND:
@@ -272,22 +310,26 @@ def workspace_from_document(doc: Document) -> Workspace:
             )
         )
     if issues:
+        return None, issues
+    current = data
+    for _ in range(3):  # removing a bad value can expose a missing required one; a few rounds do
+        try:
+            return Workspace.model_validate(current), _dedupe(issues)
+        except pydantic.ValidationError as exc:
+            issues += _shape_issues(doc, current, exc)
+            locs = [tuple(e["loc"]) for e in exc.errors() if e["type"] != "missing" and e["loc"]]
+            if not locs:
+                break
+            current = _without(current, locs)
+    return None, _dedupe(issues)
+
+
+def workspace_from_document(doc: Document) -> Workspace:
+    """Check one document's shape and build the typed Workspace. Raises ValidationError."""
+    ws, issues = parse_workspace(doc)
+    if issues or ws is None:
         raise ValidationError(issues)
-    try:
-        return Workspace.model_validate(data)
-    except pydantic.ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            message = _message(err)
-            if err["type"] == "extra_forbidden":
-                known = _known_fields(Workspace, loc)
-                close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-                if close:
-                    message += f"; did you mean {close[0]!r}?"
-                elif known:
-                    message += f"; expected one of: {', '.join(known)}"
-            issues.append(doc.issue(loc, message))
-        raise ValidationError(_dedupe(issues)) from None
+    return ws
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:
@@ -303,25 +345,20 @@ def workspace_from_dict(data: Any) -> Workspace:
     return workspace_from_document(Document(data=data))
 
 
-def read_text(text: str, source: str | None = None) -> list[tuple[Document, Workspace]]:
-    """Parse every Workspace in a YAML stream. Collects the errors of all documents."""
+def read_text(
+    text: str, source: str | None = None
+) -> list[tuple[Document, Workspace | None, list[Issue]]]:
+    """Every document in a YAML stream: its typed Workspace (if it has a usable shape) and its
+    shape problems. Raises ValidationError only when the YAML itself cannot be read."""
     docs = load_documents(text, source)
     if not docs:
         raise ValidationError(
             [Issue(path="", message="no Workspace found: the input is empty", source=source)]
         )
-    out, issues = [], []
-    for doc in docs:
-        try:
-            out.append((doc, workspace_from_document(doc)))
-        except ValidationError as exc:
-            issues.extend(exc.issues)
-    if issues:
-        raise ValidationError(issues)
-    return out
+    return [(doc, *parse_workspace(doc)) for doc in docs]
 
 
-def read_file(path: str | Path) -> list[tuple[Document, Workspace]]:
+def read_file(path: str | Path) -> list[tuple[Document, Workspace | None, list[Issue]]]:
     path = Path(path)
     try:
         text = path.read_text()

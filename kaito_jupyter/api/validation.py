@@ -552,7 +552,7 @@ class _Checker:
             self.error("inference.template", "field cannot be unset/set if it was set/unset")
 
 
-def _sorted(issues: list[Issue]) -> list[Issue]:
+def sorted_issues(issues: list[Issue]) -> list[Issue]:
     return sorted(
         issues,
         key=lambda i: (i.source or "", i.line if i.line is not None else 10**9, i.column or 0),
@@ -567,4 +567,4 @@ def validate(
     checker.check_create()
     if old is not None:
         checker.check_update(old)
-    return Findings(_sorted(checker.issues))
+    return Findings(sorted_issues(checker.issues))

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kaito_jupyter import api
-from kaito_jupyter.api.parse import format_path, parse_path, read_text
+from kaito_jupyter.api.parse import format_path, parse_path
 from kaito_jupyter.errors import ValidationError
 
 from .samples import INFERENCE, TUNING, WORKSPACES, with_
@@ -71,7 +71,7 @@ def test_round_trip_keeps_status_metadata_and_schemaless_parts():
 def test_duplicate_keys_are_an_error_with_position():
     text = "apiVersion: kaito.sh/v1alpha1\nkind: Workspace\nmetadata:\n  name: a\n  name: b\n"
     with pytest.raises(ValidationError) as info:
-        read_text(text, "dup.yaml")
+        api.check_text(text, "dup.yaml")
     (issue,) = info.value.issues
     assert (issue.path, issue.line, issue.column) == ("metadata.name", 5, 3)
     assert "duplicate key" in issue.message
@@ -79,7 +79,7 @@ def test_duplicate_keys_are_an_error_with_position():
 
 def test_yaml_syntax_error_has_position():
     with pytest.raises(ValidationError) as info:
-        read_text("apiVersion: kaito.sh/v1alpha1\nkind: [Workspace\n", "broken.yaml")
+        api.check_text("apiVersion: kaito.sh/v1alpha1\nkind: [Workspace\n", "broken.yaml")
     (issue,) = info.value.issues
     assert issue.message.startswith("invalid YAML")
     assert issue.line is not None and issue.source == "broken.yaml"
@@ -87,17 +87,17 @@ def test_yaml_syntax_error_has_position():
 
 def test_python_tags_are_refused():
     with pytest.raises(ValidationError):
-        read_text("!!python/object/apply:os.system ['true']\n")
+        api.check_text("!!python/object/apply:os.system ['true']\n")
 
 
 def test_empty_input():
     with pytest.raises(ValidationError, match="no Workspace found"):
-        read_text("\n# nothing\n")
+        api.check_text("\n# nothing\n")
 
 
 def test_document_must_be_a_mapping():
     with pytest.raises(ValidationError, match="must be a YAML mapping"):
-        read_text("- just\n- a list\n")
+        api.check_text("- just\n- a list\n")
 
 
 def test_merge_keys_are_resolved():
@@ -213,3 +213,16 @@ def test_valid_workspaces_round_trip(name, strength, count):
     ]
     ws = api.check_dict(data).workspace
     assert ws.to_dict() == data
+
+
+def test_shape_and_rule_problems_are_reported_in_one_pass():
+    data = with_(INFERENCE, resource__instanceTyp="Standard_NC6s_v3", resource__count="2")
+    data["inference"]["adapters"] = [
+        {"source": {"name": "a", "image": "r.io/a:1"}, "strength": "1.5"}
+    ]
+    with pytest.raises(ValidationError) as info:
+        api.check_dict(data)
+    messages = {i.path: i.message for i in info.value.issues}
+    assert "did you mean 'instanceType'" in messages["resource.instanceTyp"]
+    assert "without quotes" in messages["resource.count"]
+    assert "between 0 and 1" in messages["inference.adapters[0].strength"]
