@@ -107,9 +107,75 @@ def gpu_node(
     subscription: str = "00000000-0000-0000-0000-000000000000",
     resource_group: str = "MC_testbed",
 ) -> dict:
+    """A Node object for one VM of a GPU agent pool; KWOK manages it once created."""
     spec = sku(instance_type)
     gpus = int(spec["gpus"])
-    gpu_memory_mib = int(spec["gpu_memory_gib"]) * 1024
+    gpu_labels = {
+        "kubernetes.azure.com/mode": "user",
+        "kubernetes.azure.com/accelerator": "nvidia",
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": spec["gpu_product"],
+        "nvidia.com/gpu.count": str(gpus),
+        # GPU feature discovery reports one GPU's memory, in MiB.
+        "nvidia.com/gpu.memory": str(int(spec["gpu_memory_gib"]) * 1024),
+        **(labels or {}),
+    }
+    resources = _resources(spec["vcpus"], spec["memory_gib"])
+    resources["nvidia.com/gpu"] = str(gpus)
+    taints = taints if taints is not None else [GPU_TAINT]
+    return _aks_node(
+        name,
+        instance_type,
+        pool,
+        gpu_labels,
+        resources,
+        taints,
+        index,
+        subscription,
+        resource_group,
+    )
+
+
+# The system pool's VM size in the simulated cluster, and its shape.
+SYSTEM_VM_SIZE = "Standard_D4s_v3"
+SYSTEM_VM = {"vcpus": 4, "memory_gib": 16}
+
+
+def system_node(
+    name: str,
+    pool: str = "nodepool1",
+    index: int = 0,
+    subscription: str = "00000000-0000-0000-0000-000000000000",
+    resource_group: str = "MC_testbed",
+) -> dict:
+    """A CPU node of the cluster's system pool: no GPU, no taint, where ordinary pods go."""
+    resources = _resources(SYSTEM_VM["vcpus"], SYSTEM_VM["memory_gib"])
+    labels = {"kubernetes.azure.com/mode": "system"}
+    return _aks_node(
+        name, SYSTEM_VM_SIZE, pool, labels, resources, [], index, subscription, resource_group
+    )
+
+
+def _resources(vcpus, memory_gib) -> dict[str, str]:
+    return {
+        "cpu": str(vcpus),
+        "memory": f"{memory_gib}Gi",
+        "pods": str(MAX_PODS),
+        "ephemeral-storage": "128Gi",
+    }
+
+
+def _aks_node(
+    name: str,
+    instance_type: str,
+    pool: str,
+    labels: dict[str, str],
+    resources: dict[str, str],
+    taints: list[dict],
+    index: int,
+    subscription: str,
+    resource_group: str,
+) -> dict:
     key, value = KWOK_NODE_ANNOTATION
     all_labels = {
         "kubernetes.io/os": "linux",
@@ -119,22 +185,8 @@ def gpu_node(
         "beta.kubernetes.io/instance-type": instance_type,
         "kubernetes.azure.com/agentpool": pool,
         "agentpool": pool,
-        "kubernetes.azure.com/mode": "user",
-        "kubernetes.azure.com/accelerator": "nvidia",
-        "nvidia.com/gpu.present": "true",
-        "nvidia.com/gpu.product": spec["gpu_product"],
-        "nvidia.com/gpu.count": str(gpus),
-        # GPU feature discovery reports one GPU's memory, in MiB.
-        "nvidia.com/gpu.memory": str(gpu_memory_mib),
         "type": "kwok",
-        **(labels or {}),
-    }
-    resources = {
-        "cpu": str(spec["vcpus"]),
-        "memory": f"{spec['memory_gib']}Gi",
-        "pods": str(MAX_PODS),
-        "ephemeral-storage": "128Gi",
-        "nvidia.com/gpu": str(gpus),
+        **labels,
     }
     vmss = f"aks-{pool}-{_pool_id(pool)}-vmss"
     return {
@@ -142,7 +194,7 @@ def gpu_node(
         "kind": "Node",
         "metadata": {"name": name, "labels": all_labels, "annotations": {key: value}},
         "spec": {
-            "taints": [dict(t) for t in (taints if taints is not None else [GPU_TAINT])],
+            "taints": [dict(t) for t in taints],
             "providerID": (
                 f"azure:///subscriptions/{subscription}/resourceGroups/{resource_group}"
                 f"/providers/Microsoft.Compute/virtualMachineScaleSets/{vmss}/virtualMachines/{index}"

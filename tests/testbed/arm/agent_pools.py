@@ -22,11 +22,10 @@ from tests.testbed.arm import errors
 PROVIDER = "Microsoft.ContainerService"
 POOL_NAME_RULE = "lowercase letters and digits, starting with a letter, at most 12 characters"
 NODE_IMAGE_VERSION = "AKSUbuntu-2204gen2containerd-202611.01.0"
-# The system pool every AKS cluster has. Its node is not materialised: the bed's own
-# control plane plays the part.
+# The system pool every AKS cluster has: one CPU node where ordinary pods land.
 SYSTEM_POOL = {
     "count": 1,
-    "vmSize": "Standard_D4s_v3",
+    "vmSize": gpu_nodes.SYSTEM_VM_SIZE,
     "mode": "System",
     "osType": "Linux",
     "osSKU": "Ubuntu",
@@ -231,8 +230,7 @@ class AgentPools:
                 self._fail(op)
                 return
             properties = copy.deepcopy(pool["properties"])
-        if not _is_system(properties):
-            self._materialise(name, properties, previous_count)
+        self._materialise(name, properties, previous_count)
         with self._lock:
             pool = self._pools.get(name)
             if pool is not None:
@@ -245,13 +243,17 @@ class AgentPools:
             if pool is None:
                 return
             properties = copy.deepcopy(pool["properties"])
-        if not _is_system(properties):
-            self.nodes.delete(self._group(name, properties).node_names())
+        self.nodes.delete(self._group(name, properties).node_names())
         with self._lock:
             self._pools.pop(name, None)
             for op in self._operations.values():
                 if op.pool == name and op.kind == "delete" and op.status == "InProgress":
                     self._finish(op, "Succeeded")
+
+    def materialise_system_pools(self) -> None:
+        """Create the nodes of the pools that exist from the start (the system pool)."""
+        for pool in self.list():
+            self._materialise(pool["name"], pool["properties"], 0)
 
     def _materialise(self, name: str, properties: dict, previous_count: int) -> None:
         group = self._group(name, properties)
@@ -259,8 +261,20 @@ class AgentPools:
         surplus = [gpu_nodes.node_name(name, i) for i in range(len(wanted), previous_count)]
         if surplus:
             self.nodes.delete(surplus)
+        if _is_system(properties):
+            # System pools run on CPU VMs: no GPU labels, no GPU taint.
+            nodes = []
+            for index, node_name in enumerate(wanted):
+                node = gpu_nodes.system_node(
+                    node_name, pool=name, index=index, subscription=self.cluster.subscription
+                )
+                node["metadata"]["labels"].update(group.labels)
+                node["spec"]["taints"] = group.taints
+                nodes.append(node)
+        else:
+            nodes = group.nodes(self.cluster.subscription)
         # create() also refreshes labels and taints of nodes that already exist.
-        self.nodes.create(group.nodes(self.cluster.subscription))
+        self.nodes.create(nodes)
 
     def _group(self, name: str, properties: dict) -> gpu_nodes.NodeGroup:
         labels = dict(properties.get("nodeLabels") or {})

@@ -135,6 +135,7 @@ class ArmSimulator:
         self.audience = self.base_url
         self._sink = KubeNodeSink(self.kube.dir / "arm.kubeconfig")
         self.pools = AgentPools(self.identity, self._sink, lambda: self.provisioning_seconds)
+        self.pools.materialise_system_pools()
 
         handler = type("BoundArmRequestHandler", (ArmRequestHandler,), {"sim": self})
         server = ThreadingHTTPServer((LOOPBACK, port), handler)
