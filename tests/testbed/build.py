@@ -91,6 +91,7 @@ def _build(target: Path, log) -> None:
             "install Go 1.26 (https://go.dev/dl or apt-get install golang) and put it on PATH"
         )
     env = go_environment()
+    _check_go_version(env)
     started = time.monotonic()
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kaito-testbed-build-") as scratch:
@@ -140,6 +141,20 @@ def _build(target: Path, log) -> None:
     elapsed = time.monotonic() - started
     (target / "build-seconds.json").write_text(json.dumps({"seconds": round(elapsed, 1)}))
     print(f"testbed: built into {target} in {elapsed:.0f} s", file=log, flush=True)
+
+
+def _check_go_version(env: dict[str, str]) -> None:
+    # Go 1.21+ fetches the toolchain a module asks for (GOTOOLCHAIN) through the proxy.
+    found = subprocess.run(
+        [GO, "env", "GOVERSION"], env=env, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    match = re.match(r"go(\d+)\.(\d+)", found)
+    if not match or (int(match[1]), int(match[2])) < (1, 21):
+        raise BuildError(
+            f"the test bed needs Go 1.21 or newer to build Kubernetes {versions.KUBERNETES}, "
+            f"found {found or 'nothing'} at {GO}: install a current Go from https://go.dev/dl "
+            "(Debian's golang-go is too old) and put it first on PATH"
+        )
 
 
 def wrapper_go_mod(staging: list[str]) -> str:
