@@ -1,0 +1,115 @@
+"""Loading the base model for LoRA or QLoRA and wrapping it with trainable adapters.
+
+QLoRA: bitsandbytes 4-bit (NF4 by default, double quantization), computing in float32 on CPU and
+in bfloat16 on GPUs that have it. LoRA: the same model in full precision. The adapters go on the
+preset's default target modules unless LoraConfig names others.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kaito_jupyter.errors import RuntimeFailure
+
+from . import kernels
+from .config import TuningConfig
+
+
+@dataclass
+class Loaded:
+    model: object  # the peft model
+    tokenizer: object
+    device: str
+    dtype: object
+    decoder: object  # the transformer body: input ids -> final hidden states
+    output_weight: object  # the (vocab, hidden) output layer weight
+
+
+def compute_dtype(device: str):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32  # bf16 on this CPU class is ~10x slower than float32
+
+
+def load(
+    checkpoint: Path,
+    config: TuningConfig,
+    *,
+    target_modules: list[str] | None,
+    tokenizer,
+    log=lambda m: print(m, file=sys.stderr, flush=True),
+) -> Loaded:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = compute_dtype(device)
+    kwargs = {"dtype": dtype, "trust_remote_code": config.trust_remote_code}
+    q = config.quantization
+    if q.load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=q.quant_type,
+            bnb_4bit_use_double_quant=q.double_quant,
+            bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=q.skip_modules,
+        )
+        kwargs["device_map"] = {"": device}
+    log(
+        f"loading {checkpoint} ({'4-bit ' + q.quant_type if q.load_in_4bit else str(dtype)} on {device})"
+    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise RuntimeFailure(
+            f"cannot load the model from {checkpoint}: {exc}", reason="ModelLoadFailed"
+        ) from exc
+    if not q.load_in_4bit:
+        model.to(device)
+    model.config.use_cache = False
+    model.set_attn_implementation(kernels.register_attention())
+
+    lora = config.lora
+    # The config's modules, else the preset's; else peft's defaults for the architecture.
+    targets = lora.target_modules or target_modules or None
+    try:
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=targets,
+                bias=lora.bias,
+                use_rslora=lora.use_rslora,
+                init_lora_weights=lora.init_lora_weights,
+                layers_to_transform=lora.layers_to_transform,
+                modules_to_save=lora.modules_to_save,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    except ValueError as exc:
+        raise RuntimeFailure(f"cannot apply LoRA: {exc}", reason="InvalidTuningConfig") from exc
+    if q.load_in_4bit:
+        kernels.dequantize_once(model)
+    if config.training.gradient_checkpointing:
+        model.enable_input_require_grads()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainable, total = model.get_nb_trainable_parameters()
+    targets = model.peft_config["default"].target_modules
+    log(f"LoRA r={lora.r} alpha={lora.alpha} on {', '.join(sorted(targets)) if not isinstance(targets, str) else targets}: "
+        f"{trainable:,} trainable of {total:,} parameters")  # fmt: skip
+    base = model.get_base_model()
+    return Loaded(
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        decoder=base.get_decoder(),
+        output_weight=base.get_output_embeddings().weight,
+    )
