@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from kaito_jupyter.runtimes.tuning import chat, config, kernels, model, packing, trainer
 
 from .tuning_helpers import build_tiny_model, conversations
@@ -26,7 +25,9 @@ def _reference_loss(peft_model, examples):
     total = 0.0
     for example in examples:
         ids = torch.tensor([example.input_ids])
-        labels = torch.tensor([[t if m else -100 for t, m in zip(example.input_ids, example.targets, strict=True)]])
+        labels = torch.tensor(
+            [[t if m else -100 for t, m in zip(example.input_ids, example.targets, strict=True)]]
+        )
         labels[0, 0] = -100
         count = int((labels[0, 1:] != -100).sum())
         out = peft_model(input_ids=ids, labels=labels)
@@ -40,7 +41,15 @@ def test_packed_step_matches_the_plain_forward(tiny, method):
 
     torch.manual_seed(0)
     cfg = config.load(None, method)
-    cfg.lora.target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    cfg.lora.target_modules = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
     cfg.lora.init_lora_weights = False  # random B, so that the adapters change the output
     tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny))
     loaded = model.load(tiny, cfg, target_modules=None, tokenizer=tokenizer, log=lambda m: None)
@@ -101,7 +110,9 @@ def test_assistant_tokens_are_the_only_targets(tiny):
         {"role": "assistant", "content": "The sun is blue."},
     ]
     example = chat.encode(tokenizer, conversation, 512)
-    trained = tokenizer.decode([t for t, m in zip(example.input_ids, example.targets, strict=True) if m])
+    trained = tokenizer.decode(
+        [t for t, m in zip(example.input_ids, example.targets, strict=True) if m]
+    )
     assert trained == "The sky is green.<|im_end|>\nThe sun is blue.<|im_end|>\n"
     # Truncation keeps the start; a conversation whose reply is cut off entirely is dropped.
     assert chat.encode(tokenizer, conversation, 8) is None
