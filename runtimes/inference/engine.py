@@ -69,6 +69,7 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.iterations = 0
+        self.preemptions = 0
         self.busy_seconds = 0.0
         self.last_step_tokens = 0
         self.last_batch = 0
@@ -172,8 +173,9 @@ class Engine:
 
     def _iterate(self) -> None:
         self.scheduler.admit()
-        plan, moves, _preempted = self.scheduler.plan()
+        plan, moves, preempted = self.scheduler.plan()
         self._apply(moves)
+        self.preemptions += len(preempted)
         if plan is None:
             return
         started = time.perf_counter()

@@ -1,0 +1,165 @@
+"""Runtime-tier fixtures: tiny models and adapters built once per session, and inference servers
+run as real processes (`python -m kaito_jupyter.runtimes.inference`), one per module or session."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.runtime import tiny
+from tests.testbed.ports import LOOPBACK, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class InferenceServer:
+    """One server process on a free loopback port; stopped by its own pid."""
+
+    def __init__(
+        self, args: list[str], log_path: Path, *, timeout: float = 180.0, env: dict | None = None
+    ):
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.log_path = log_path
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        command = [
+            sys.executable,
+            "-m",
+            "kaito_jupyter.runtimes.inference",
+            *args,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--threads",
+            "1",
+        ]
+        self.log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self._wait(timeout)
+
+    def _wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the server was not healthy within {timeout:.0f} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def terminate(self) -> None:
+        """SIGTERM: the server drains and exits by itself."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        self.terminate()
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.log.close()
+        return code
+
+    # small JSON helpers (the tests also use requests and the openai client)
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=60) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def post(self, path: str, body, timeout: float = 300) -> tuple[int, dict]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return tiny.build_model(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-adapters")
+    return {
+        "one": tiny.build_adapter(tiny_model, root / "one", seed=1),
+        "two": tiny.build_adapter(tiny_model, root / "two", seed=2, targets=("q_proj", "v_proj")),
+    }
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint() -> Path:
+    """The packaged SmolLM2, converted once (see runtimes/weights.py)."""
+    from kaito_jupyter.runtimes import weights
+
+    return weights.resolve("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(smollm2_checkpoint, tmp_path_factory):
+    server = InferenceServer(
+        ["--preset", "smollm2-135m-instruct"],
+        tmp_path_factory.mktemp("smollm2-server") / "server.log",
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model, tiny_adapters, tmp_path_factory):
+    """The tiny model with two adapters, and `one` again at strength 0 and 0.5."""
+    server = InferenceServer(
+        [
+            "--model",
+            str(tiny_model),
+            "--served-model-name",
+            "tiny",
+            "--adapter",
+            f"one={tiny_adapters['one']}",
+            "--adapter",
+            f"two={tiny_adapters['two']}:1.0",
+            "--adapter",
+            f"one-off={tiny_adapters['one']}:0",
+            "--adapter",
+            f"one-half={tiny_adapters['one']}:0.5",
+            "--max-body-bytes",
+            str(64 * 1024),
+            "--prefill-chunk",
+            "32",
+            "--step-tokens",
+            "64",
+        ],
+        tmp_path_factory.mktemp("tiny-server") / "server.log",
+    )
+    yield server
+    server.stop()

@@ -1,0 +1,314 @@
+"""The inference engine in-process, on the tiny random Llama: the batched decoder against
+transformers, batched against sequential, beams, sampling, adapters, preemption, cancellation."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from kaito_jupyter.runtimes.inference.generation import CANCELLED, LENGTH, GenerationRequest
+from kaito_jupyter.runtimes.inference.loader import AdapterSpec, Options, load
+from kaito_jupyter.runtimes.inference.sampling import SamplingParams
+
+from tests.runtime import tiny
+
+torch.set_num_threads(1)
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Once upon a time",
+    "The quick brown fox jumps over the lazy dog. " * 3,  # longer than a prefill chunk
+    "0123456789",
+    "Write a haiku about the sea.",
+    "é ü ß 日本 🙂",
+    "system user assistant",
+    "Answer in one sentence, please. " * 5,
+]
+
+
+class Runner:
+    """An engine loaded the way the server loads it, with a blocking generate()."""
+
+    def __init__(self, model_dir, **options):
+        self.served, self.engine = load(Options(model=str(model_dir), **options))
+
+    def request(self, prompt: str, new: int = 16, **kwargs) -> GenerationRequest:
+        chat = self.served.encode_chat([{"role": "user", "content": prompt}])
+        return GenerationRequest(tuple(chat), new, eos=self.served.eos, **kwargs)
+
+    def submit(self, request: GenerationRequest):
+        done = threading.Event()
+        result = {"tokens": [], "reason": None}
+
+        def sink(seq, tokens, reason):
+            result["tokens"].extend(tokens)
+            if reason is not None:
+                result["reason"] = reason
+                done.set()
+
+        unit = self.engine.submit(request, sink)
+        return unit, done, result
+
+    def generate(self, request: GenerationRequest) -> list[int]:
+        _, done, result = self.submit(request)
+        assert done.wait(120), "generation did not finish"
+        return result["tokens"]
+
+    def batch(self, requests: list[GenerationRequest]) -> list[list[int]]:
+        handles = [self.submit(r) for r in requests]
+        for _, done, _ in handles:
+            assert done.wait(120), "generation did not finish"
+        return [result["tokens"] for _, _, result in handles]
+
+    def close(self):
+        self.engine.stop()
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_model, tiny_adapters):
+    r = Runner(
+        tiny_model,
+        adapters=[
+            AdapterSpec("one", str(tiny_adapters["one"]), 1.0),
+            AdapterSpec("two", str(tiny_adapters["two"]), 1.0),
+            AdapterSpec("half", str(tiny_adapters["one"]), 0.5),
+            AdapterSpec("off", str(tiny_adapters["one"]), 0.0),
+        ],
+        chunk=16,
+        step_tokens=48,
+    )
+    yield r
+    r.close()
+
+
+def reference_greedy(model, prompt_ids: tuple[int, ...], new: int, eos: frozenset[int]):
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([prompt_ids]),
+            max_new_tokens=new,
+            do_sample=False,
+            eos_token_id=sorted(eos),
+            pad_token_id=0,
+        )
+    tokens = out[0, len(prompt_ids) :].tolist()
+    return [t for t in tokens if t not in eos]
+
+
+def test_decoder_logits_match_transformers(tiny_model):
+    from kaito_jupyter.runtimes.inference.batch import Row, Step
+    from kaito_jupyter.runtimes.inference.decoder import LlamaDecoder
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    decoder = LlamaDecoder(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32))
+    cache = decoder.new_cache(4)
+    ids = list(range(3, 40))
+    cache.ensure(2, 64)
+    # Two sequences in one step: a 20-token prefill in slot 0 and a 30-token one in slot 1.
+    logits = decoder.forward(Step([Row(0, ids[:20], 0, True), Row(1, ids[:30], 0, True)], 2), cache)
+    with torch.inference_mode():
+        want = reference(torch.tensor([ids[:30]])).logits[0]
+    torch.testing.assert_close(logits[0], want[19], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits[1], want[29], atol=1e-4, rtol=1e-4)
+    # Then slot 0 decodes its next tokens one at a time while slot 1 prefills a chunk more.
+    step = Step([Row(0, [ids[20]], 20, True), Row(1, ids[30:37], 30, True)], 2)
+    logits = decoder.forward(step, cache)
+    with torch.inference_mode():
+        want = reference(torch.tensor([ids[:37]])).logits[0]
+    torch.testing.assert_close(logits[0], want[20], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits[1], want[36], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["mha-bias", "sliding-window"])
+def test_decoder_variants_match_transformers(tmp_path, variant):
+    """Multi-head attention with biases (Qwen-style), and a Mistral-style sliding window."""
+    from kaito_jupyter.runtimes.inference.batch import Row, Step
+    from kaito_jupyter.runtimes.inference.decoder import LlamaDecoder
+    from transformers import AutoModelForCausalLM
+
+    if variant == "mha-bias":
+        path = tiny.build_model(tmp_path / "m", kv_heads=4, attention_bias=True)
+    else:
+        from transformers import MistralConfig, MistralForCausalLM
+
+        tiny.build_tokenizer(tmp_path / "m")
+        config = MistralConfig(
+            vocab_size=320,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=8,
+            max_position_embeddings=256,
+        )
+        torch.manual_seed(0)
+        MistralForCausalLM(config).save_pretrained(tmp_path / "m")
+        path = tmp_path / "m"
+    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    decoder = LlamaDecoder(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32))
+    cache = decoder.new_cache(2)
+    cache.ensure(1, 64)
+    ids = list(range(5, 35))
+    logits = decoder.forward(Step([Row(0, ids[:24], 0, True)], 1), cache)
+    logits2 = decoder.forward(Step([Row(0, ids[24:25], 24, True)], 1), cache)
+    with torch.inference_mode():
+        want = reference(torch.tensor([ids[:25]])).logits[0]
+    torch.testing.assert_close(logits[0], want[23], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits2[0], want[24], atol=1e-4, rtol=1e-4)
+
+
+def test_greedy_matches_transformers_generate(runner, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    for prompt in PROMPTS[:4]:
+        request = runner.request(prompt, 24)
+        want = reference_greedy(model, request.prompt, 24, request.eos)
+        assert runner.generate(request) == want, prompt
+
+
+def test_batched_equals_sequential(runner):
+    requests = [runner.request(p, 12 + 3 * i) for i, p in enumerate(PROMPTS * 2)]
+    sequential = [runner.generate(r) for r in requests]
+    batched = runner.batch(requests)
+    assert batched == sequential
+    assert all(len(tokens) > 0 for tokens in batched)
+
+
+def test_beam_search_matches_transformers(runner, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    for prompt in PROMPTS[:3]:
+        request = runner.request(prompt, 10, num_beams=3)
+        with torch.inference_mode():
+            out = model.generate(
+                torch.tensor([request.prompt]),
+                max_new_tokens=10,
+                num_beams=3,
+                do_sample=False,
+                eos_token_id=sorted(request.eos),
+                pad_token_id=0,
+            )
+        want = [t for t in out[0, len(request.prompt) :].tolist() if t not in request.eos]
+        assert runner.generate(request) == want, prompt
+
+
+def test_beam_search_runs_among_other_requests(runner):
+    beam = runner.request(PROMPTS[0], 10, num_beams=2)
+    alone = runner.generate(beam)
+    mixed = runner.batch([runner.request(p, 10) for p in PROMPTS[1:4]] + [beam])
+    assert mixed[-1] == alone
+
+
+def test_sampling_is_seeded(runner):
+    def sampled(seed, **kw):
+        params = SamplingParams(do_sample=True, temperature=1.5, seed=seed, **kw)
+        return runner.generate(runner.request(PROMPTS[1], 20, params=params))
+
+    assert sampled(1) == sampled(1)
+    assert sampled(1) != sampled(2) or sampled(1) != sampled(3)
+    greedy = runner.generate(runner.request(PROMPTS[1], 20))
+    assert sampled(5, top_k=1) == greedy
+    for kw in ({"top_p": 0.5}, {"typical_p": 0.5}, {"repetition_penalty": 1.3}):
+        assert len(sampled(7, **kw)) > 0
+
+
+def test_min_new_tokens_and_max_new_tokens(runner):
+    request = runner.request(PROMPTS[0], 30, params=SamplingParams(min_new_tokens=30))
+    _, done, result = runner.submit(request)
+    assert done.wait(60)
+    assert len(result["tokens"]) == 30 and result["reason"] == LENGTH
+
+
+def test_adapters_match_merged_weights(runner, tiny_model, tiny_adapters):
+    index = {a.name: a.index for a in runner.served.adapters}
+    base = runner.generate(runner.request(PROMPTS[0], 16))
+    for name, path, strength in (
+        ("one", tiny_adapters["one"], 1.0),
+        ("half", tiny_adapters["one"], 0.5),
+        ("two", tiny_adapters["two"], 1.0),
+    ):
+        merged = tiny.merged_model(tiny_model, path, strength)
+        request = runner.request(PROMPTS[0], 16, adapter=index[name])
+        want = reference_greedy(merged, request.prompt, 16, request.eos)
+        got = runner.generate(request)
+        assert got == want, name
+        assert got != base, f"adapter {name} did not change the output"
+    # Strength 0 is the base model, exactly.
+    assert index["off"] == 0
+    assert runner.generate(runner.request(PROMPTS[0], 16, adapter=index["off"])) == base
+
+
+def test_adapters_mixed_in_one_batch(runner):
+    index = {a.name: a.index for a in runner.served.adapters}
+    requests = [
+        runner.request(prompt, 12, adapter=index[name])
+        for prompt in PROMPTS[:4]
+        for name in ("off", "one", "two", "half")
+    ]
+    alone = [runner.generate(r) for r in requests]
+    together = runner.batch(requests)
+    for a, b in zip(alone, together, strict=True):
+        # Adapter deltas see different row counts alone and together; allow a late divergence
+        # from rounding, never an early one.
+        assert a[:6] == b[:6]
+
+
+def test_cancel_frees_the_slot(runner):
+    unit, done, result = runner.submit(runner.request(PROMPTS[2], 400 - 80))
+    while not result["tokens"]:
+        threading.Event().wait(0.01)
+    runner.engine.cancel(unit)
+    assert done.wait(30)
+    assert result["reason"] == CANCELLED
+    deadline = threading.Event()
+    for _ in range(200):
+        if runner.engine.running == 0:
+            break
+        deadline.wait(0.02)
+    assert runner.engine.running == 0
+
+
+def test_preemption_keeps_outputs(tiny_model):
+    """A KV cache too small for every sequence: the newest wait and recompute, all finish."""
+    roomy = Runner(tiny_model, chunk=16, step_tokens=48)
+    cramped = Runner(
+        tiny_model, chunk=16, step_tokens=48, kv_cache_gib=200 * 64 * 2 * 2 * 4 / 2**30
+    )
+    try:
+        requests = [roomy.request(p, 40) for p in PROMPTS]
+        want = roomy.batch(requests)
+        got = cramped.batch(requests)
+        assert cramped.engine.preemptions > 0
+        assert [len(g) for g in got] == [len(w) for w in want]
+        assert sum(g == w for g, w in zip(got, want, strict=True)) >= len(want) - 1
+    finally:
+        roomy.close()
+        cramped.close()
+
+
+def test_generic_runner_matches_transformers(tiny_model, tiny_adapters):
+    """--no-fast: the transformers model, one sequence per forward, adapters included."""
+    from transformers import AutoModelForCausalLM
+
+    slow = Runner(
+        tiny_model,
+        fast=False,
+        adapters=[AdapterSpec("one", str(tiny_adapters["one"]), 0.5)],
+        chunk=16,
+        step_tokens=48,
+    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        requests = [slow.request(p, 16) for p in PROMPTS[:3]]
+        got = slow.batch(requests)
+        for request, tokens in zip(requests, got, strict=True):
+            assert tokens == reference_greedy(model, request.prompt, 16, request.eos)
+        merged = tiny.merged_model(tiny_model, tiny_adapters["one"], 0.5)
+        request = slow.request(PROMPTS[0], 16, adapter=1)
+        assert slow.generate(request) == reference_greedy(merged, request.prompt, 16, request.eos)
+    finally:
+        slow.close()
