@@ -44,8 +44,11 @@ $(LABEXT)/package.json: node_modules/.yarn-state.yml $(LABEXT_SOURCES)
 	$(JLPM) build
 	touch $@
 
+# Validate the example workspaces, then serve the packaged SmolLM2 (one command) and ask it a
+# question over the OpenAI API.
 demo: install
 	$(PY) -m kaito_jupyter.cli validate -f notebooks/workspaces/
+	$(PY) -m kaito_jupyter.runtimes.inference.demo
 
 lint: install
 	$(PY) -m ruff check .

@@ -136,40 +136,55 @@ class Engine:
 
     # -- the engine thread ---------------------------------------------------------------
 
+    def run_until_idle(self) -> None:
+        """Run iterations on the calling thread until nothing is queued or running.
+
+        For profiling and tests that drive the engine without its thread (never both).
+        """
+        while self._step(wait=False):
+            pass
+
     def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not (self._inbox or self._cancels or self._stopping) and not (
-                    self.scheduler.waiting or self.scheduler.running
-                ):
-                    self.runner.idle()
-                    self._cv.notify_all()  # drain() waits for this
-                    self._cv.wait()
-                inbox, self._inbox = self._inbox, []
-                cancels, self._cancels = self._cancels, []
-                stopping = self._stopping
-            for unit in inbox:
-                if not self.scheduler.enqueue(unit):
-                    self._finish(unit, ERROR, "the queue is full")
-            for unit in cancels:
-                if not unit[0].done:
-                    self._apply(self.scheduler.remove(unit))
-                    self._finish(unit, unit[0].cancel_reason or CANCELLED)
-            if stopping:
-                for unit in [*self.scheduler.running, *self.scheduler.waiting]:
-                    self._finish(unit, SHUTDOWN, "the server shut down")
-                self.scheduler.running.clear()
-                self.scheduler.waiting.clear()
-                self.scheduler.by_slot.clear()
+        while self._step(wait=True):
+            pass
+
+    def _step(self, wait: bool) -> bool:
+        """One turn of the loop: take new requests and cancellations, run one iteration."""
+        with self._cv:
+            while not (self._inbox or self._cancels or self._stopping) and not (
+                self.scheduler.waiting or self.scheduler.running
+            ):
                 self.runner.idle()
-                return
-            try:
-                self._iterate()
-            except Exception as exc:  # a bug must not take the server down with it
-                log.exception("engine iteration failed")
-                for unit in list(self.scheduler.running):
-                    self._apply(self.scheduler.remove(unit))
-                    self._finish(unit, ERROR, f"generation failed: {exc}")
+                self._cv.notify_all()  # drain() waits for this
+                if not wait:
+                    return False
+                self._cv.wait()
+            inbox, self._inbox = self._inbox, []
+            cancels, self._cancels = self._cancels, []
+            stopping = self._stopping
+        for unit in inbox:
+            if not self.scheduler.enqueue(unit):
+                self._finish(unit, ERROR, "the queue is full")
+        for unit in cancels:
+            if not unit[0].done:
+                self._apply(self.scheduler.remove(unit))
+                self._finish(unit, unit[0].cancel_reason or CANCELLED)
+        if stopping:
+            for unit in [*self.scheduler.running, *self.scheduler.waiting]:
+                self._finish(unit, SHUTDOWN, "the server shut down")
+            self.scheduler.running.clear()
+            self.scheduler.waiting.clear()
+            self.scheduler.by_slot.clear()
+            self.runner.idle()
+            return False
+        try:
+            self._iterate()
+        except Exception as exc:  # a bug must not take the server down with it
+            log.exception("engine iteration failed")
+            for unit in list(self.scheduler.running):
+                self._apply(self.scheduler.remove(unit))
+                self._finish(unit, ERROR, f"generation failed: {exc}")
+        return True
 
     def _iterate(self) -> None:
         self.scheduler.admit()

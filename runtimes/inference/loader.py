@@ -44,8 +44,8 @@ class Options:
     fast: bool = True  # the batched decoder where the architecture allows it
 
 
-def load(options: Options) -> tuple[Served, object]:
-    """The served model's description and a started engine."""
+def load(options: Options, *, start: bool = True) -> tuple[Served, object]:
+    """The served model's description and its engine (started unless `start` is false)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -134,7 +134,8 @@ def load(options: Options) -> tuple[Served, object]:
         step_tokens=options.step_tokens,
     )
     _warm_up(runner)
-    engine.start()
+    if start:
+        engine.start()
     log.info("ready: serving %s", ", ".join(c["id"] for c in served.model_cards()))
     return served, engine
 
