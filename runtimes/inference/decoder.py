@@ -85,11 +85,20 @@ def _window(config, index: int) -> int | None:
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    # As transformers does it (float32 statistics), so outputs match the reference model.
-    dtype = x.dtype
+    if x.dtype == torch.float32:
+        # One fused kernel, bitwise what transformers' RMSNorm computes in float32.
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    # As transformers does it for half precision: float32 statistics, then back.
     x32 = x.to(torch.float32)
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(dtype)
+    return weight * x32.to(x.dtype)
+
+
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    # Half-precision scores are normalized in float32, as transformers' eager attention does.
+    if scores.dtype == torch.float32:
+        return torch.softmax(scores, dim=-1)
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -202,24 +211,29 @@ class LlamaDecoder:
         qkv = layer.qkv(x)
         if ranges:
             adapters.apply(index, "qkv", x, qkv, ranges)
-        q = qkv[:, : self.q_size].view(-1, self.heads, self.head_dim)
-        k = qkv[:, self.q_size : self.q_size + self.kv_size].view(-1, self.kv_heads, self.head_dim)
+        # Queries and keys are adjacent in the fused projection: rotate them in one go.
+        qk = qkv[:, : self.q_size + self.kv_size].view(
+            -1, self.heads + self.kv_heads, self.head_dim
+        )
+        qk = _rotate(qk, cos, sin)
+        q, k = qk[:, : self.heads], qk[:, self.heads :]
         v = qkv[:, self.q_size + self.kv_size :].view(-1, self.kv_heads, self.head_dim)
-        q = _rotate(q, cos, sin)
-        k = _rotate(k, cos, sin)
 
         keys, values = cache.keys[index], cache.values[index]
         slots, positions = plan.on(layer.device)
         keys[slots, :, positions] = k[:n_real]
         values[slots, :, positions] = v[:n_real]
 
-        out = torch.zeros_like(q)
-        if plan.decode_rows:
-            self._decode_attention(layer, q, out, keys, values, plan)
-        for token_start, row in plan.prefill_rows:
-            self._prefill_attention(layer, q, out, keys, values, token_start, row)
-
-        attn = out.view(-1, self.q_size)
+        if plan.all_decode:
+            # Every running sequence decodes, rows in slot order: no scatter or gather.
+            attn = self._decode_all(layer, q, keys, values, plan).view(-1, self.q_size)
+        else:
+            out = torch.zeros_like(q)
+            if plan.decode_rows:
+                self._decode_attention(layer, q, out, keys, values, plan)
+            for token_start, row in plan.prefill_rows:
+                self._prefill_attention(layer, q, out, keys, values, token_start, row)
+            attn = out.view(-1, self.q_size)
         o = layer.o(attn)
         if ranges:
             adapters.apply(index, "o", attn, o, ranges)
@@ -234,6 +248,23 @@ class LlamaDecoder:
             adapters.apply(index, "down", act, d, ranges)
         return h + d
 
+    def _attend(self, layer, qd, keys, values, plan) -> torch.Tensor:
+        """Decode attention of slots [0, n) (qd: [n, kv_heads, groups, dim])."""
+        slots, length = qd.shape[0], plan.decode_length
+        k = keys[:slots, :, :length]
+        v = values[:slots, :, :length]
+        scores = torch.matmul(qd, k.transpose(-1, -2)).mul_(self.scaling)
+        scores.masked_fill_(plan.decode_mask(layer.device, layer.window), float("-inf"))
+        return torch.matmul(_softmax(scores), v)
+
+    def _decode_all(self, layer, q, keys, values, plan) -> torch.Tensor:
+        n = plan.real_tokens
+        qd = q[:n].reshape(n, self.kv_heads, self.groups, self.head_dim)
+        out = self._attend(layer, qd, keys, values, plan).view(n, self.heads, self.head_dim)
+        if q.shape[0] > n:  # the padding row (see _Plan) keeps the products two rows tall
+            out = torch.cat([out, out.new_zeros(q.shape[0] - n, self.heads, self.head_dim)])
+        return out
+
     def _decode_attention(self, layer, q, out, keys, values, plan) -> None:
         """One new token for each of many sequences: batched over the cache's first slots."""
         device = layer.device
@@ -245,14 +276,9 @@ class LlamaDecoder:
         qd = torch.zeros(slots, self.heads, self.head_dim, dtype=q.dtype, device=device)
         qd[slot_index] = q.index_select(0, token_index)
         qd = qd.view(slots, self.kv_heads, self.groups, self.head_dim)
-        k = keys[:slots, :, :length]
-        v = values[:slots, :, :length]
-        scores = torch.matmul(qd, k.transpose(-1, -2)).mul_(self.scaling)
-        scores.masked_fill_(plan.decode_mask(device, layer.window), float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        od = torch.matmul(probs, v).view(slots, self.heads, self.head_dim)
+        od = self._attend(layer, qd, keys, values, plan).view(slots, self.heads, self.head_dim)
         out[token_index] = od.index_select(0, slot_index)
-        del lengths
+        del lengths, length
 
     def _prefill_attention(self, layer, q, out, keys, values, token_start, row) -> None:
         """A chunk of one prompt against everything cached for it so far (causal)."""
@@ -271,8 +297,7 @@ class LlamaDecoder:
             blocked |= key_pos[None, :] <= query_pos[:, None] - layer.window
         blocked = blocked[None].expand(self.groups, n, length).reshape(1, self.groups * n, length)
         scores.masked_fill_(blocked, float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        o = torch.matmul(probs, v)  # [kv_heads, groups * n, dim]
+        o = torch.matmul(_softmax(scores), v)  # [kv_heads, groups * n, dim]
         o = o.view(self.kv_heads, self.groups, n, self.head_dim).permute(2, 0, 1, 3)
         out[token_start : token_start + n] = o.reshape(n, self.heads, self.head_dim)
 
@@ -314,6 +339,12 @@ class _Plan:
         self._positions = torch.tensor(positions[: self.real_tokens])
         self.slots = step.slots
         self.decode_length = align(max((r[2] for r in self.decode_rows), default=1))
+        # The common steady state: one token for every slot, row i in slot i.
+        self.all_decode = (
+            not self.prefill_rows
+            and len(self.decode_rows) == step.slots
+            and all(r[0] == i and r[1] == i for i, r in enumerate(self.decode_rows))
+        )
         self._per_device: dict = {}
         self._decode: dict = {}
         self._masks: dict = {}

@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "kaito_jupyter.runtimes.inference", "--preset", PRESET,
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
-    print(f"$ python -m kaito_jupyter.runtimes.inference --preset {PRESET} --port {port}", flush=True)
+    print(
+        f"$ python -m kaito_jupyter.runtimes.inference --preset {PRESET} --port {port}", flush=True
+    )
     server = subprocess.Popen(command)
     try:
         wait_healthy(url, server)
