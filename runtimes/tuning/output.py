@@ -8,6 +8,7 @@ adapter image layout (see runtimes/oci.py), with the push secret's credentials.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -37,15 +38,20 @@ def default_work_dir(output: str) -> Path:
 
 
 def save_adapter(model, directory: Path, *, base_model: str) -> Path:
-    """Write adapter_config.json + adapter_model.safetensors (peft's layout) into `directory`."""
+    """Write adapter_config.json + adapter_model.safetensors (peft's layout) into `directory`.
+
+    adapter_config.json names `base_model` (the preset), not this job's local checkpoint path:
+    the inference runtime resolves the base by preset name.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    for config in model.peft_config.values():
-        # The inference runtime resolves the base by preset name, not by this job's cache path.
-        config.base_model_name_or_path = base_model
-    model.save_pretrained(directory, safe_serialization=True)
+    model.save_pretrained(directory, safe_serialization=True, save_embedding_layers=False)
     missing = [name for name in ADAPTER_FILES if not (directory / name).is_file()]
     if missing:
         raise RuntimeError(f"peft wrote no {', '.join(missing)} in {directory}")
+    config_path = directory / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base_model
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
     return directory
 
 

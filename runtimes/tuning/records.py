@@ -65,12 +65,16 @@ def _starts_with(path: Path, magic: bytes) -> bool:
         return handle.read(len(magic)) == magic
 
 
+_CONTAINERS = ("data", "rows", "train", "examples", "records")
+
+
 def _read_json(path: Path) -> list[dict[str, Any]]:
+    """A .json file holds a list of rows (or {"data": [...]}); a .jsonl file one row a line.
+    A .json file that does not parse whole is read as JSON lines, as it often is one."""
     text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if not stripped:
+    if not text.strip():
         return []
-    if stripped[0] == "[" or (stripped[0] == "{" and "\n{" not in stripped.strip()):
+    if not path.name.lower().endswith(".jsonl"):
         try:
             doc = json.loads(text)
         except json.JSONDecodeError:
@@ -78,10 +82,9 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
         if isinstance(doc, list):
             return doc
         if isinstance(doc, dict):
-            # {"data": [...]} or {"train": [...]}: the first list of objects.
-            for value in doc.values():
-                if isinstance(value, list) and all(isinstance(v, dict) for v in value):
-                    return value
+            for key in _CONTAINERS:
+                if isinstance(doc.get(key), list):
+                    return doc[key]
             return [doc]
     rows = []
     for number, line in enumerate(text.splitlines(), 1):

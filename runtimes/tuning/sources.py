@@ -40,15 +40,21 @@ def private_allowed() -> bool:
     return os.environ.get(ALLOW_PRIVATE_ENV, "").lower() in ("1", "true", "yes")
 
 
+def _tolerated(reason: str | None) -> bool:
+    """Whether a blocked host is let through: only with the switch on, and never a metadata or
+    link-local address (those are the cloud credentials an SSRF goes after)."""
+    if reason is None:
+        return True
+    return private_allowed() and "metadata" not in reason and "link-local" not in reason
+
+
 def check_url(url: str) -> None:
     """Refuse a URL the workspace API would refuse, and hosts resolving to private addresses."""
-    allow = private_allowed()
-    problem = network.check_url(url)
-    if problem and not (allow and "only public hosts" in problem):
-        raise RuntimeFailure(f"input URL {url} {problem}", reason="InvalidInputURL")
-    if allow:
-        return
     parts = urlsplit(url)
+    problem = network.check_url(url)
+    host_reason = network.blocked_reason(parts.hostname or "") if parts.hostname else None
+    if problem and not (host_reason and _tolerated(host_reason)):
+        raise RuntimeFailure(f"input URL {url} {problem}", reason="InvalidInputURL")
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
     except OSError as exc:
@@ -58,7 +64,7 @@ def check_url(url: str) -> None:
     for info in infos:
         address = info[4][0]
         reason = network.blocked_reason(address)
-        if reason:
+        if not _tolerated(reason):
             raise RuntimeFailure(
                 f"input URL {url} resolves to {address}, which {reason}; only public hosts are allowed",
                 reason="InvalidInputURL",

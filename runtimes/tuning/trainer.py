@@ -154,7 +154,7 @@ class Trainer:
             for micro in micro_steps:
                 loss = self.loss_sum(micro)
                 (loss / targets).backward()
-                step_loss += float(loss)
+                step_loss += float(loss.detach())
             if cfg.max_grad_norm and cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()

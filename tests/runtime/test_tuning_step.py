@@ -35,25 +35,41 @@ def _reference_loss(peft_model, examples):
     return total
 
 
+def _reference_model(tiny, method, lora_state):
+    """transformers + peft as they come: sdpa attention, bitsandbytes' 4-bit matmul, HF norms."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs = {"dtype": torch.float32, "attn_implementation": "sdpa"}
+    if method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        kwargs["device_map"] = {"": "cpu"}
+    reference = AutoModelForCausalLM.from_pretrained(tiny, **kwargs)
+    reference = get_peft_model(reference, LoraConfig(r=8, lora_alpha=8, target_modules=ALL))
+    set_peft_model_state_dict(reference, lora_state)
+    # Training mode: in eval mode bitsandbytes repacks 4-bit weights for a bf16 CPU kernel.
+    return reference.train()
+
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 @pytest.mark.parametrize("method", ["lora", "qlora"])
 def test_packed_step_matches_the_plain_forward(tiny, method):
+    from peft import get_peft_model_state_dict
     from transformers import AutoTokenizer
 
     torch.manual_seed(0)
     cfg = config.load(None, method)
-    cfg.lora.target_modules = [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ]
+    cfg.lora.target_modules = ALL
     cfg.lora.init_lora_weights = False  # random B, so that the adapters change the output
     tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny))
     loaded = model.load(tiny, cfg, target_modules=None, tokenizer=tokenizer, log=lambda m: None)
-    # Training mode: in eval mode bitsandbytes repacks 4-bit weights for a bf16 CPU kernel.
     loaded.model.train()
     examples = _examples(tokenizer)
     step = packing.collate(examples, list(range(len(examples))))
@@ -61,24 +77,18 @@ def test_packed_step_matches_the_plain_forward(tiny, method):
 
     job = trainer.Trainer(loaded, examples, [], cfg.training, work_dir=tiny, progress=None,
                           fingerprint="", shuffle=False)  # fmt: skip
-    params = [p for p in loaded.model.parameters() if p.requires_grad]
     packed = job.loss_sum(step)
     packed.backward()
-    packed_grads = [p.grad.clone() for p in params]
-    loaded.model.zero_grad()
+    ours = {n: p.grad for n, p in loaded.model.named_parameters() if p.requires_grad}
 
-    # The reference: sdpa attention and bitsandbytes' own 4-bit matmul.
-    loaded.model.set_attn_implementation("sdpa")
-    import bitsandbytes as bnb
-
-    for module in loaded.model.modules():
-        if isinstance(module, bnb.nn.Linear4bit) and "forward" in module.__dict__:
-            del module.forward
-    reference = _reference_loss(loaded.model, examples)
-    reference.backward()
-    assert float(packed.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
-    for got, want in zip(packed_grads, (p.grad for p in params), strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+    reference = _reference_model(tiny, method, get_peft_model_state_dict(loaded.model))
+    want = _reference_loss(reference, examples)
+    want.backward()
+    theirs = {n: p.grad for n, p in reference.named_parameters() if p.requires_grad}
+    assert float(packed.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    assert ours.keys() == theirs.keys() and len(ours) == 2 * len(ALL) * 2
+    for name, grad in ours.items():
+        torch.testing.assert_close(grad, theirs[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
 def test_selected_token_loss_chunks_agree_with_cross_entropy():

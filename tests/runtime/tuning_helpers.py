@@ -29,7 +29,10 @@ def conversations(count: int, seed: int = 0) -> list[list[dict]]:
         thing = rng.choice(THINGS)
         chat = [
             {"role": "user", "content": f"What colour is the {thing}?"},
-            {"role": "assistant", "content": f"The {thing} is {color[thing]}, always {color[thing]}."},
+            {
+                "role": "assistant",
+                "content": f"The {thing} is {color[thing]}, always {color[thing]}.",
+            },
         ]
         if rng.random() < 0.3:
             chat.insert(0, {"role": "system", "content": "Answer in one sentence."})
@@ -78,6 +81,9 @@ def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
+        # Embeddings large enough for peaked logits: at the default 0.02 a 64-wide model
+        # cannot put much probability anywhere, and the loss has little room to fall.
+        initializer_range=0.15,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
@@ -111,7 +117,9 @@ def write_dataset(path: Path, chats: list[list[dict]], *, shape: str = "messages
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+                writer.writerow(
+                    {k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()}
+                )
     elif path.suffix == ".jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     else:
@@ -124,7 +132,9 @@ def tuning_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(
         OMP_NUM_THREADS="1",
         KAITO_TERMINATION_LOG=str(tmp_path / "termination-log"),
-        KAITO_CACHE_DIR=os.environ.get("KAITO_CACHE_DIR", str(Path.home() / ".cache" / "kaito-jupyter")),
+        KAITO_CACHE_DIR=os.environ.get(
+            "KAITO_CACHE_DIR", str(Path.home() / ".cache" / "kaito-jupyter")
+        ),
         PYTHONWARNINGS="ignore",
     )
     env.update(extra)
@@ -135,7 +145,9 @@ def tuning_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "kaito_jupyter.runtimes.tuning", *args]
 
 
-def run_tuning(tmp_path: Path, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+def run_tuning(
+    tmp_path: Path, *args: str, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         tuning_command(*args),
         env=tuning_env(tmp_path, **env),
