@@ -15,7 +15,7 @@ from kaito_jupyter.runtimes.tuning import cli, config, progress, records, source
 
 from kaito_jupyter.errors import RuntimeFailure
 
-from .tuning_helpers import build_tiny_model, conversations, write_dataset
+from .tuning_helpers import conversations, write_dataset
 
 KAITO_QLORA_PARAMS = """
 training_config:
@@ -45,20 +45,17 @@ training_config:
 """
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
 @pytest.fixture
-def job(tmp_path, tiny, monkeypatch):
+def job(tmp_path, tiny_model, monkeypatch):
     """Run the CLI in-process; returns (exit code, termination message, progress events)."""
     log = tmp_path / "termination-log"
     monkeypatch.setenv("KAITO_TERMINATION_LOG", str(log))
 
     def run(*args: str, method: str = "lora"):
         out = tmp_path / "out"
-        code = cli.main(["--model", str(tiny), "--method", method, "--output", str(out), *args])
+        code = cli.main(
+            ["--model", str(tiny_model), "--method", method, "--output", str(out), *args]
+        )
         message = json.loads(log.read_text()) if log.exists() else None
         return code, message, progress.read(out / "progress.jsonl")
 

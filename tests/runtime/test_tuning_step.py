@@ -8,12 +8,7 @@ import pytest
 import torch
 from kaito_jupyter.runtimes.tuning import chat, config, kernels, model, packing, trainer
 
-from .tuning_helpers import build_tiny_model, conversations
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+from .tuning_helpers import conversations
 
 
 def _examples(tokenizer, count=5):
@@ -35,7 +30,7 @@ def _reference_loss(peft_model, examples):
     return total
 
 
-def _reference_model(tiny, method, lora_state):
+def _reference_model(tiny_model, method, lora_state):
     """transformers + peft as they come: sdpa attention, bitsandbytes' 4-bit matmul, HF norms."""
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -49,7 +44,7 @@ def _reference_model(tiny, method, lora_state):
             bnb_4bit_compute_dtype=torch.float32,
         )
         kwargs["device_map"] = {"": "cpu"}
-    reference = AutoModelForCausalLM.from_pretrained(tiny, **kwargs)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model, **kwargs)
     reference = get_peft_model(reference, LoraConfig(r=8, lora_alpha=8, target_modules=ALL))
     set_peft_model_state_dict(reference, lora_state)
     # Training mode: in eval mode bitsandbytes repacks 4-bit weights for a bf16 CPU kernel.
@@ -60,7 +55,7 @@ ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pro
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
-def test_packed_step_matches_the_plain_forward(tiny, method):
+def test_packed_step_matches_the_plain_forward(tiny_model, tmp_path, method):
     from peft import get_peft_model_state_dict
     from transformers import AutoTokenizer
 
@@ -68,20 +63,22 @@ def test_packed_step_matches_the_plain_forward(tiny, method):
     cfg = config.load(None, method)
     cfg.lora.target_modules = ALL
     cfg.lora.init_lora_weights = False  # random B, so that the adapters change the output
-    tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny))
-    loaded = model.load(tiny, cfg, target_modules=None, tokenizer=tokenizer, log=lambda m: None)
+    tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_model))
+    loaded = model.load(
+        tiny_model, cfg, target_modules=None, tokenizer=tokenizer, log=lambda m: None
+    )
     loaded.model.train()
     examples = _examples(tokenizer)
     step = packing.collate(examples, list(range(len(examples))))
     assert step.bounds[-1] == sum(len(e) for e in examples)
 
-    job = trainer.Trainer(loaded, examples, [], cfg.training, work_dir=tiny, progress=None,
+    job = trainer.Trainer(loaded, examples, [], cfg.training, work_dir=tmp_path, progress=None,
                           fingerprint="", shuffle=False)  # fmt: skip
     packed = job.loss_sum(step)
     packed.backward()
     ours = {n: p.grad for n, p in loaded.model.named_parameters() if p.requires_grad}
 
-    reference = _reference_model(tiny, method, get_peft_model_state_dict(loaded.model))
+    reference = _reference_model(tiny_model, method, get_peft_model_state_dict(loaded.model))
     want = _reference_loss(reference, examples)
     want.backward()
     theirs = {n: p.grad for n, p in reference.named_parameters() if p.requires_grad}
@@ -108,10 +105,10 @@ def test_selected_token_loss_chunks_agree_with_cross_entropy():
         torch.testing.assert_close(kernels.selected_token_loss(hidden, weight, targets), want)
 
 
-def test_assistant_tokens_are_the_only_targets(tiny):
+def test_assistant_tokens_are_the_only_targets(tiny_model):
     from transformers import AutoTokenizer
 
-    tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny))
+    tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_model))
     conversation = [
         {"role": "system", "content": "Answer in one sentence."},
         {"role": "user", "content": "What colour is the sky?"},

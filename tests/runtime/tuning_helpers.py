@@ -1,5 +1,5 @@
-"""What the tuning tests build at test time: a tiny random Llama with its own BPE tokenizer, chat
-datasets in every file format, and a runner for the tuning CLI. No downloads."""
+"""What the tuning tests build at test time: chat datasets in every file format, and a runner for
+the tuning CLI. The tiny model is tests/runtime/tiny.py's (the `tiny_model` fixture)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
 THINGS = ["apple", "sky", "grass", "sun", "plum", "carrot", "night", "snow", "lemon", "leaf"]
 
@@ -38,58 +32,6 @@ def conversations(count: int, seed: int = 0) -> list[list[dict]]:
             chat.insert(0, {"role": "system", "content": "Answer in one sentence."})
         out.append(chat)
     return out
-
-
-def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
-    """A 2-layer Llama (hidden 64) and a BPE tokenizer trained on the test vocabulary."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    if (directory / "config.json").exists():
-        return directory
-    directory.mkdir(parents=True, exist_ok=True)
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    corpus = [json.dumps(c) for c in conversations(200, seed=seed)]
-    corpus += ["system user assistant Answer in one sentence. The quick brown fox 0123456789"]
-    tokenizer.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=400,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-    )
-    fast.chat_template = CHATML
-    fast.save_pretrained(directory)
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        # Embeddings large enough for peaked logits: at the default 0.02 a 64-wide model
-        # cannot put much probability anywhere, and the loss has little room to fall.
-        initializer_range=0.15,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory, safe_serialization=True)
-    return directory
 
 
 def write_dataset(path: Path, chats: list[list[dict]], *, shape: str = "messages") -> Path:
