@@ -206,7 +206,7 @@ class _SelectedTokenLoss(torch.autograd.Function):
         return grad, None, None, None
 
 
-def selected_token_loss(hidden, weight, targets, *, chunk_elements: int = 1 << 24):
+def selected_token_loss(hidden, weight, targets, *, chunk_elements: int = 1 << 22):
     """Sum of cross-entropy over rows of `hidden` (n, d) against `targets` (n,).
 
     `weight` (vocab, d) is the frozen output layer. Chunks hold at most `chunk_elements` logits.
