@@ -87,8 +87,11 @@ def serve(model_dir: str, host: str, port: int, threads: int) -> None:
             self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
             self.wfile.flush()
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 1024  # a burst of clients waits in the backlog, not refused
+
+    server = Server((host, port), Handler)
     server.serve_forever()
 
 

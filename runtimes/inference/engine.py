@@ -55,9 +55,9 @@ class Engine:
         budget = kv_budget or max_slots * context_length
         # One sequence of the full context window must always fit, or it could never run.
         self.kv_budget = max(budget, context_length + 16)
+        self.max_waiting = max_waiting
         self.scheduler = Scheduler(
             max_slots=max_slots,
-            max_waiting=max_waiting,
             budget=self.kv_budget,
             chunk=chunk,
             step_tokens=step_tokens,
@@ -97,7 +97,7 @@ class Engine:
         with self._cv:
             if self._draining or self._stopping:
                 raise Draining("the server is shutting down")
-            if self.queue_depth >= self.scheduler.max_waiting:
+            if self.queue_depth >= self.max_waiting:
                 raise QueueFull(
                     f"{self.queue_depth} requests are already waiting; retry in a moment"
                 )
@@ -163,8 +163,7 @@ class Engine:
             cancels, self._cancels = self._cancels, []
             stopping = self._stopping
         for unit in inbox:
-            if not self.scheduler.enqueue(unit):
-                self._finish(unit, ERROR, "the queue is full")
+            self.scheduler.enqueue(unit)
         for unit in cancels:
             if not unit[0].done:
                 self._apply(self.scheduler.remove(unit))

@@ -128,14 +128,17 @@ class Generate(JSONHandler):
             self.status = error.status
             if not self._finished:
                 self.send_client_error(error)
+        except Exception:  # a bug, not the client's doing: a 500, and keep serving
+            log.exception("request failed")
+            self.status = 500
+            if not self._finished and not self._headers_written:
+                body = {"message": "internal error", "type": "server_error", "param": None}
+                self.send_json({"error": {**body, "code": None}}, 500)
         finally:
             self.state.active.discard(self)
-            self.state.metrics.observe(
-                self.api,
-                self.status,
-                getattr(self.stream and self.stream.job, "model", "-"),
-                self.stream if self.stream and self.stream.unit else None,
-            )
+            stream = self.stream if self.stream is not None and self.stream.unit else None
+            model = stream.job.model if stream is not None else "-"
+            self.state.metrics.observe(self.api, self.status, model, stream)
 
     async def _post(self) -> None:
         if self.too_big:

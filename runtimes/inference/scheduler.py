@@ -44,13 +44,11 @@ class Scheduler:
         self,
         *,
         max_slots: int,
-        max_waiting: int,
         budget: int,  # KV cache positions in all (slots x capacity)
         chunk: int,  # prompt chunk length (prefill granularity)
         step_tokens: int,  # tokens per iteration beyond the decoding ones
     ):
         self.max_slots = max_slots
-        self.max_waiting = max_waiting
         self.budget = budget
         self.chunk = chunk
         self.step_tokens = max(step_tokens, chunk)
@@ -68,12 +66,9 @@ class Scheduler:
     def active(self) -> int:
         return len(self.by_slot)
 
-    def enqueue(self, unit: Unit) -> bool:
-        """Add a unit at the back of the queue; False if the queue is full."""
-        if len(self.waiting) >= self.max_waiting:
-            return False
+    def enqueue(self, unit: Unit) -> None:
+        """Add a unit at the back of the queue (the engine bounds the queue)."""
         self.waiting.append(unit)
-        return True
 
     def remove(self, unit: Unit) -> list[Move]:
         """Take a unit out, queued or running; the cache moves that keep slots dense."""
