@@ -39,6 +39,7 @@ PRESET = "smollm2-135m-instruct"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LEARNING_RATE = 1e-4
 THREADS = 2
+MAX_LENGTH = 512  # tokens per packed row: no row of the data is longer, nothing is truncated
 
 # --- the dataset ------------------------------------------------------------------------------
 
@@ -251,7 +252,9 @@ def ours_config(path: Path, lr: float) -> Path:
                         "lora_dropout": 0.0,
                         "target_modules": TARGETS,
                     },
+                    # A step's activations near the peer's peak memory.
                     "TrainingArguments": {
+                        "max_length": MAX_LENGTH,
                         "num_train_epochs": 1,
                         "learning_rate": lr,
                         "save_steps": 0,
@@ -289,32 +292,43 @@ def run_measured(command: list[str], env: dict | None = None) -> tuple[int, str,
 # --- one evaluator for both adapters -------------------------------------------------------------
 
 
-def evaluate(adapter: Path, data: Path, *, threads: int) -> dict:
-    """Mean cross-entropy on the assistant tokens of `data`, base + adapter, our step code."""
+def _our_job(data: Path, threads: int, *, train: bool):
+    """SmolLM2 in 4-bit with LoRA on TARGETS, and our trainer over `data` (as training or as
+    evaluation rows), configured as the benchmark's tuning job is."""
     import torch
-
-    torch.set_num_threads(threads)
     from kaito_jupyter.runtimes import weights
     from kaito_jupyter.runtimes.tuning import chat, config, model, trainer
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
+    torch.set_num_threads(threads)
     checkpoint = weights.resolve(PRESET)
     cfg = config.load(None, "qlora")
     cfg.lora.target_modules = TARGETS
+    cfg.training.max_length = MAX_LENGTH
     tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(checkpoint))
     loaded = model.load(
         checkpoint, cfg, target_modules=TARGETS, tokenizer=tokenizer, log=lambda m: None
     )
+    examples, _ = chat.encode_all(tokenizer, read_messages(data), MAX_LENGTH)
+    rows = (examples, []) if train else ([], examples)
+    return trainer.Trainer(loaded, *rows, cfg.training, work_dir=data.parent, progress=None,
+                           fingerprint="", shuffle=True)  # fmt: skip
+
+
+def evaluate(adapter: Path, data: Path, *, threads: int) -> dict:
+    """Mean cross-entropy on the assistant tokens of `data`, base + adapter, our step code."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    job = _our_job(data, threads, train=False)
     state = load_file(Path(adapter) / "adapter_model.safetensors")
-    result = set_peft_model_state_dict(loaded.model, {k: v.float() for k, v in state.items()})
+    result = set_peft_model_state_dict(job.loaded.model, {k: v.float() for k, v in state.items()})
     if result.unexpected_keys:
         raise RuntimeError(f"adapter keys not in the model: {result.unexpected_keys[:3]}")
-    examples, _ = chat.encode_all(tokenizer, read_messages(data), cfg.training.max_length)
-    job = trainer.Trainer(loaded, [], examples, cfg.training, work_dir=Path(adapter), progress=None,
-                          fingerprint="", shuffle=False)  # fmt: skip
-    return {"eval_loss": job.evaluate(), "eval_tokens": sum(e.target_count for e in examples)}
+    return {
+        "eval_loss": job.evaluate(),
+        "eval_tokens": sum(e.target_count for e in job.eval_examples),
+    }
 
 
 # --- the roofline, the profile, the section ------------------------------------------------------
@@ -352,23 +366,11 @@ def measure_gflops(threads: int, tokens: int = 512, repeats: int = 20) -> float:
 
 def profile_ours(data: Path, threads: int, steps: int = 3) -> str:
     """Where a step of ours spends its time: torch.profiler over a few steps, top operators."""
-    import torch
-    from kaito_jupyter.runtimes import weights
-    from kaito_jupyter.runtimes.tuning import chat, config, model, packing, trainer
+    from kaito_jupyter.runtimes.tuning import packing
     from torch.profiler import ProfilerActivity, profile
-    from transformers import AutoTokenizer
 
-    torch.set_num_threads(threads)
-    checkpoint = weights.resolve(PRESET)
-    cfg = config.load(None, "qlora")
-    cfg.lora.target_modules = TARGETS
-    tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(checkpoint))
-    loaded = model.load(
-        checkpoint, cfg, target_modules=TARGETS, tokenizer=tokenizer, log=lambda m: None
-    )
-    examples, _ = chat.encode_all(tokenizer, read_messages(data), cfg.training.max_length)
-    job = trainer.Trainer(loaded, examples, [], cfg.training, work_dir=data.parent, progress=None,
-                          fingerprint="", shuffle=True)  # fmt: skip
+    job = _our_job(data, threads, train=True)
+    loaded, examples = job.loaded, job.train_examples
     loaded.model.train()
     plan = job.plan(0)
 
