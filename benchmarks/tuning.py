@@ -40,6 +40,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 LEARNING_RATE = 1e-4
 THREADS = 2
 MAX_LENGTH = 512  # tokens per packed row: no row of the data is longer, nothing is truncated
+ROWS, QUICK_ROWS = (200, 40), (40, 20)  # (train, held-out eval) rows
 
 # --- the dataset ------------------------------------------------------------------------------
 
@@ -480,7 +481,7 @@ def _plots(peer_runs, our_runs, out: Path) -> list[str]:
 
 
 def run(ctx: harness.Context) -> harness.Section:
-    rows_train, rows_eval = (40, 20) if ctx.quick else (200, 40)
+    rows_train, rows_eval = QUICK_ROWS if ctx.quick else ROWS
     runs = 1 if ctx.quick else ctx.runs
     work = Path(tempfile.mkdtemp(prefix="kaito-bench-tuning-"))
     rows = dolly_like(rows_train + rows_eval, seed=0)
