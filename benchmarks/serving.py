@@ -364,7 +364,44 @@ def roofline_probe(threads: int) -> dict:
         for _ in range(20):
             fn()
         flops.append(20 * 2 * m * k * n / (time.perf_counter() - started))
-    return {"read_bytes_per_s": max(reads), "flops_per_s": max(flops)}
+    return {
+        "read_bytes_per_s": max(reads),
+        "flops_per_s": max(flops),
+        "weight_streaming": _weight_streaming(threads),
+    }
+
+
+def _weight_streaming(threads: int) -> dict[str, dict]:
+    """What the projection products themselves sustain when the weights come from DRAM.
+
+    SmolLM2's four projection shapes x 30 layers, distinct weights (535 MB, far beyond the
+    caches), through oneDNN as our decoder calls it: per row count, the weight bytes streamed
+    per second and the FLOP rate. This is the kernel-level bound under the physical one.
+    """
+    import torch
+
+    shapes = [(960, 576), (576, 576), (3072, 576), (576, 1536)]
+    weights = [[torch.randn(n, k).to_mkldnn() for n, k in shapes] for _ in range(30)]
+    total = 30 * sum(n * k for n, k in shapes)
+    out = {}
+    for rows in (1, 2, 16, 64):
+        inputs = {k: torch.randn(rows, k) for k in (576, 1536)}
+
+        def sweep(inputs=inputs):
+            for layer in weights:
+                for (_, k), w in zip(shapes, layer, strict=True):
+                    torch.ops.mkldnn._linear_pointwise(inputs[k], w, None, "none", [], "")
+
+        sweep()
+        started = time.perf_counter()
+        for _ in range(3):
+            sweep()
+        seconds = (time.perf_counter() - started) / 3
+        out[str(rows)] = {
+            "bytes_per_s": 4 * total / seconds,
+            "flops_per_s": 2 * rows * total / seconds,
+        }
+    return out
 
 
 def model_costs(model_dir: Path) -> dict:
@@ -513,7 +550,7 @@ def _plots(
         yscale="log",
         xlabel="concurrent streams",
         ylabel="aggregate completion tokens/s",
-        title="SmolLM2-135M, float32, 2 CPU threads: throughput (streamed)",
+        title=f"SmolLM2-135M, float32, {THREADS} CPU thread(s): throughput (streamed)",
     )
     ax.set_xticks(list(concurrency), [str(c) for c in concurrency])
     ax.grid(True, which="both", alpha=0.3)
@@ -775,6 +812,27 @@ def _markdown(results, static, roof, probe, costs, prompt_tokens, concurrency, l
         harness.table(["streams", "roofline tok/s", "ours tok/s", "fraction of roofline"], rows),
         "",
     ]
+    streaming = probe.get("weight_streaming")
+    if streaming:
+        parts += [
+            "Under that bound sits the kernels': the projection products, with SmolLM2's shapes and "
+            "distinct weights for 30 layers (so they stream from DRAM), through oneDNN as the "
+            "decoder calls them:",
+            "",
+            harness.table(
+                ["rows", "weights streamed (GB/s)", "GFLOP/s"],
+                [
+                    [r, f"{v['bytes_per_s'] / 1e9:.1f}", f"{v['flops_per_s'] / 1e9:.0f}"]
+                    for r, v in streaming.items()
+                ],
+            ),
+            "",
+            "The decoder never runs one-row products (batch invariance), so a single stream pays the "
+            "two-row rate; at 16 rows the products stream weights at a fraction of the plain read "
+            "bandwidth: this gap, not Python or scheduling, is most of the distance to the roofline "
+            "(the profile below: the linear layers take three quarters of the time).",
+            "",
+        ]
     unmet = [g for g in goals if not g.met]
     parts += [
         "### Where our time goes",
