@@ -109,6 +109,7 @@ def load(
         raise RuntimeFailure(f"cannot apply LoRA: {exc}", reason="InvalidTuningConfig") from exc
     if q.load_in_4bit:
         kernels.route_4bit_layers(model)
+    kernels.fuse_lora(model)
     kernels.fuse_norms(model)
     kernels.fuse_swiglu(model)
     if config.training.gradient_checkpointing:

@@ -1,6 +1,7 @@
-"""The fast training step computes the same thing as the plain one: a packed row with per-document
-attention, dequantize-once 4-bit layers and the selected-token loss give the loss and the LoRA
-gradients that transformers' own forward gives on each conversation separately."""
+"""The fast training step computes the same thing as the plain one: a packed row with
+per-document attention, LoRA merged into the (dequantized) base weight and the selected-token
+loss give the loss and the LoRA gradients that transformers' own forward gives on each
+conversation separately."""
 
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def test_packed_step_matches_the_plain_forward(tiny_model, tmp_path, method):
         tiny_model, cfg, target_modules=None, tokenizer=tokenizer, log=lambda m: None
     )
     loaded.model.train()
+    fused = [m for n, m in loaded.model.named_modules() if n.endswith(tuple(ALL))]
+    assert fused and all(m.forward.__func__ is kernels._fused_lora_forward for m in fused)
     examples = _examples(tokenizer)
     step = packing.collate(examples, list(range(len(examples))))
     assert step.bounds[-1] == sum(len(e) for e in examples)
