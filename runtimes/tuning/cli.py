@@ -148,6 +148,9 @@ def run(args, *, work_dir: Path, image: bool, events: progress.Progress) -> dict
             loaded, train, evaluation, cfg.training, work_dir=work_dir, progress=events,
             fingerprint=fingerprint, shuffle=cfg.dataset.shuffle,
         )  # fmt: skip
+        steps = len(job.plan(0))
+        log(f"plan: {steps} packed steps per epoch, {len(train) / steps:.2f} conversations and "
+            f"{sum(len(e) for e in train) / steps:.0f} tokens per step")  # fmt: skip
         started = time.perf_counter()
         result = job.run()
         output.save_adapter(loaded.model, adapter_dir, base_model=base_model)
