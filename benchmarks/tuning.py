@@ -414,20 +414,19 @@ def _run_peer(train: Path, out: Path, threads: int) -> dict:
     return {**result, "peak_rss_mib": rss}
 
 
-def our_plan(train: Path) -> dict:
-    """How our job will cut `train` into steps: rows, steps, tokens and target (loss) tokens."""
+def our_plan(train: Path, config_path: Path) -> dict:
+    """How our job will cut `train` into steps (its own split, tokenization and packing):
+    rows, steps, tokens and target (loss) tokens."""
     from kaito_jupyter.runtimes import weights
-    from kaito_jupyter.runtimes.tuning import chat, packing
-    from transformers import AutoTokenizer
+    from kaito_jupyter.runtimes.tuning import cli, config, trainer
 
-    tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(weights.resolve(PRESET)))
-    examples, _ = chat.encode_all(tokenizer, read_messages(train), MAX_LENGTH)
-    steps = packing.plan_epoch(
-        [len(e) for e in examples], MAX_LENGTH, seed=SEED, epoch=0, shuffle=True
-    )
+    cfg = config.load(config_path, "qlora")
+    _, examples, _, _ = cli.tokenize(weights.resolve(PRESET), cfg, read_messages(train))
+    job = trainer.Trainer(None, examples, [], cfg.training, work_dir=train.parent, progress=None,
+                          fingerprint="", shuffle=cfg.dataset.shuffle)  # fmt: skip
     return {
         "rows": len(examples),
-        "steps": len(steps),
+        "steps": len(job.plan(0)),
         "tokens": sum(len(e) for e in examples),
         "targets": sum(e.target_count for e in examples),
     }
@@ -523,7 +522,7 @@ def run(ctx: harness.Context) -> harness.Section:
     train = write_parquet(rows[:rows_train], work / "train.parquet")
     held_out = write_parquet(rows[rows_train:], work / "eval.parquet")
 
-    plan = our_plan(train)
+    plan = our_plan(train, ours_config(work / "plan-training_config.yaml", LEARNING_RATE))
     our_lr = our_learning_rate(plan)
     peer_runs, our_runs = [], []
     for i in range(runs):  # interleaved, so that a noisy neighbour hits both alike
