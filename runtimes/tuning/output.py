@@ -2,7 +2,7 @@
 
 `--output` names a directory, or an image reference (registry.example.com/team/adapter:1.0).
 For an image, the adapter is written to the work directory first and then pushed as Kaito's
-adapter image layout (see runtimes/oci.py), with the push secret's credentials.
+adapter image layout (see runtimes/oci/), with the push secret's credentials.
 """
 
 from __future__ import annotations
