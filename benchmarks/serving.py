@@ -526,59 +526,40 @@ def _summary(runs: list[Run]) -> dict:
 def _plots(
     results: dict, static: dict, roof: dict, concurrency, out: Path, labels: dict
 ) -> list[str]:
+    """Throughput and TTFT against concurrency, one streamed curve per server."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = []
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for key, label in labels.items():
-        xs = [c for c in concurrency if (key, c, True) in results]
-        ax.plot(xs, [results[(key, c, True)]["tok_s"] for c in xs], marker="o", label=label)
-    xs = [c for c in concurrency if c in static]
-    ax.plot(
-        xs,
-        [static[c]["tok_s"] for c in xs],
-        marker="s",
-        ls="--",
-        label="static-batch generate (in-process)",
-    )
-    ax.plot(concurrency, [roof[c] for c in concurrency], ls=":", color="grey", label="roofline")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="concurrent streams",
-        ylabel="aggregate completion tokens/s",
-        title=f"SmolLM2-135M, float32, {THREADS} CPU thread(s): throughput (streamed)",
-    )
-    ax.set_xticks(list(concurrency), [str(c) for c in concurrency])
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "serving_throughput.png", dpi=120)
-    plt.close(fig)
-    names.append("serving_throughput.png")
+    def plot(metric: str, name: str, ylabel: str, title: str, extra=None) -> str:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for key, label in labels.items():
+            xs = [c for c in concurrency if (key, c, True) in results]
+            ax.plot(xs, [results[(key, c, True)][metric] for c in xs], marker="o", label=label)
+        if extra:
+            extra(ax)
+        ax.set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel=ylabel, title=title)
+        ax.set_xticks(list(concurrency), [str(c) for c in concurrency])
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        return name
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for key, label in labels.items():
-        xs = [c for c in concurrency if (key, c, True) in results]
-        ax.plot(xs, [results[(key, c, True)]["ttft"] for c in xs], marker="o", label=label)
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="concurrent streams",
-        ylabel="p50 time to first token (s)",
-        title="p50 time to first token (streamed)",
-    )
-    ax.set_xticks(list(concurrency), [str(c) for c in concurrency])
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "serving_ttft.png", dpi=120)
-    plt.close(fig)
-    names.append("serving_ttft.png")
-    return names  # fmt: skip
+    def bounds(ax) -> None:
+        xs = [c for c in concurrency if c in static]
+        ax.plot(xs, [static[c]["tok_s"] for c in xs], marker="s", ls="--",
+                label="static-batch generate (in-process)")  # fmt: skip
+        ax.plot(concurrency, [roof[c] for c in concurrency], ls=":", color="grey", label="roofline")
+
+    return [
+        plot("tok_s", "serving_throughput.png", "aggregate completion tokens/s",
+             f"SmolLM2-135M, float32, {THREADS} CPU thread(s): throughput (streamed)", bounds),
+        plot("ttft", "serving_ttft.png", "p50 time to first token (s)",
+             "p50 time to first token (streamed)"),
+    ]  # fmt: skip
 
 
 def _prompt_tokens(tokenizer) -> float:
