@@ -294,7 +294,7 @@ def run_measured(command: list[str], env: dict | None = None) -> tuple[int, str,
 # --- one evaluator for both adapters -------------------------------------------------------------
 
 
-def _our_job(data: Path, threads: int, *, train: bool):
+def _our_job(data: Path, threads: int, *, train: bool, cpu_products: str = "auto"):
     """SmolLM2 in 4-bit with LoRA on TARGETS, and our trainer over `data` (as training or as
     evaluation rows), configured as the benchmark's tuning job is."""
     import torch
@@ -309,7 +309,12 @@ def _our_job(data: Path, threads: int, *, train: bool):
     cfg.training.max_length = MAX_LENGTH
     tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(checkpoint))
     loaded = model.load(
-        checkpoint, cfg, target_modules=TARGETS, tokenizer=tokenizer, log=lambda m: None
+        checkpoint,
+        cfg,
+        target_modules=TARGETS,
+        tokenizer=tokenizer,
+        cpu_products=cpu_products,
+        log=lambda m: None,
     )
     examples, _ = chat.encode_all(tokenizer, read_messages(data), MAX_LENGTH)
     rows = (examples, []) if train else ([], examples)
@@ -318,11 +323,12 @@ def _our_job(data: Path, threads: int, *, train: bool):
 
 
 def evaluate(adapter: Path, data: Path, *, threads: int) -> dict:
-    """Mean cross-entropy on the assistant tokens of `data`, base + adapter, our step code."""
+    """Mean cross-entropy on the assistant tokens of `data`, base + adapter, our step code with
+    float32 products: one exact yardstick, whatever precision trained the adapter."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    job = _our_job(data, threads, train=False)
+    job = _our_job(data, threads, train=False, cpu_products="float32")
     state = load_file(Path(adapter) / "adapter_model.safetensors")
     result = set_peft_model_state_dict(job.loaded.model, {k: v.float() for k, v in state.items()})
     if result.unexpected_keys:

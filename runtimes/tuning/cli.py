@@ -51,6 +51,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-dataset-bytes", type=int, help="the disk budget for input data")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: OMP_NUM_THREADS)")
+    p.add_argument(
+        "--cpu-products", choices=("auto", "bfloat16", "float32"),
+        default=os.environ.get("KAITO_TUNING_CPU_PRODUCTS", "auto"),
+        help="operands of the LoRA layers' matrix products on CPU (auto: bfloat16 where the CPU "
+        "multiplies it natively, with float32 accumulation)",
+    )  # fmt: skip
     return p
 
 
@@ -142,8 +148,9 @@ def run(args, *, work_dir: Path, image: bool, events: progress.Progress) -> dict
         summary = json.loads(done.read_text())
     else:
         loaded = model.load(
-            checkpoint, cfg, target_modules=target_modules, tokenizer=tokenizer, log=log
-        )
+            checkpoint, cfg, target_modules=target_modules, tokenizer=tokenizer,
+            cpu_products=args.cpu_products, log=log,
+        )  # fmt: skip
         job = trainer.Trainer(
             loaded, train, evaluation, cfg.training, work_dir=work_dir, progress=events,
             fingerprint=fingerprint, shuffle=cfg.dataset.shuffle,

@@ -25,6 +25,7 @@ class Loaded:
     dtype: object
     decoder: object  # the transformer body: input ids -> final hidden states
     output_weight: object  # the (vocab, hidden) output layer weight
+    bf16_products: bool = False  # see bf16_products()
 
 
 def release_free_memory() -> None:
@@ -43,7 +44,15 @@ def compute_dtype(device: str):
 
     if device == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
-    return torch.float32  # bf16 on this CPU class is ~10x slower than float32
+    return torch.float32  # on CPU the products alone may take bf16 operands: bf16_products()
+
+
+def bf16_products(device: str, choice: str = "auto") -> bool:
+    """Whether the LoRA layers' products on CPU take bf16 operands (float32 accumulation):
+    asked for, or (auto) where the CPU multiplies bf16 natively. Everything else stays float32."""
+    if device != "cpu" or choice == "float32":
+        return False
+    return choice == "bfloat16" or kernels.native_bf16()
 
 
 def load(
@@ -52,6 +61,7 @@ def load(
     *,
     target_modules: list[str] | None,
     tokenizer,
+    cpu_products: str = "auto",
     log=lambda m: print(m, file=sys.stderr, flush=True),
 ) -> Loaded:
     import torch
@@ -83,7 +93,8 @@ def load(
     if not q.load_in_4bit:
         model.to(device)
     model.config.use_cache = False
-    model.set_attn_implementation(kernels.register_attention())
+    bf16 = bf16_products(device, cpu_products)
+    model.set_attn_implementation(kernels.register_attention(bf16))
 
     lora = config.lora
     # The config's modules, else the preset's; else peft's defaults for the architecture.
@@ -109,7 +120,9 @@ def load(
         raise RuntimeFailure(f"cannot apply LoRA: {exc}", reason="InvalidTuningConfig") from exc
     if q.load_in_4bit:
         kernels.route_4bit_layers(model)
-    kernels.fuse_lora(model)
+    kernels.fuse_lora(model, bf16_products=bf16)
+    if device == "cpu":
+        log("matrix products: " + ("bf16 operands, float32 accumulation" if bf16 else "float32"))
     kernels.fuse_norms(model)
     kernels.fuse_swiglu(model)
     if config.training.gradient_checkpointing:
@@ -128,4 +141,5 @@ def load(
         dtype=dtype,
         decoder=base.get_decoder(),
         output_weight=base.get_output_embeddings().weight,
+        bf16_products=bf16,
     )

@@ -55,8 +55,14 @@ def _reference_model(tiny_model, method, lora_state):
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+# float32 products compute what transformers computes, to float rounding; bf16 products (on
+# CPUs that multiply bf16 natively, the default there) to bf16 rounding.
+TOLERANCES = {"float32": {"loss": 1e-5, "grad": 1e-4}, "bfloat16": {"loss": 1e-2, "grad": 3e-2}}
+
+
+@pytest.mark.parametrize("products", ["float32", "bfloat16"])
 @pytest.mark.parametrize("method", ["lora", "qlora"])
-def test_packed_step_matches_the_plain_forward(tiny_model, tmp_path, method):
+def test_packed_step_matches_the_plain_forward(tiny_model, tmp_path, method, products):
     from peft import get_peft_model_state_dict
     from transformers import AutoTokenizer
 
@@ -66,11 +72,14 @@ def test_packed_step_matches_the_plain_forward(tiny_model, tmp_path, method):
     cfg.lora.init_lora_weights = False  # random B, so that the adapters change the output
     tokenizer = chat.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_model))
     loaded = model.load(
-        tiny_model, cfg, target_modules=None, tokenizer=tokenizer, log=lambda m: None
-    )
+        tiny_model, cfg, target_modules=None, tokenizer=tokenizer, cpu_products=products,
+        log=lambda m: None,
+    )  # fmt: skip
     loaded.model.train()
+    assert loaded.bf16_products == (products == "bfloat16")
     fused = [m for n, m in loaded.model.named_modules() if n.endswith(tuple(ALL))]
     assert fused and all(m.forward.__func__ is kernels._fused_lora_forward for m in fused)
+    assert all(m.kaito_bf16_products == loaded.bf16_products for m in fused)
     examples = _examples(tokenizer)
     step = packing.collate(examples, list(range(len(examples))))
     assert step.bounds[-1] == sum(len(e) for e in examples)
@@ -85,10 +94,74 @@ def test_packed_step_matches_the_plain_forward(tiny_model, tmp_path, method):
     want = _reference_loss(reference, examples)
     want.backward()
     theirs = {n: p.grad for n, p in reference.named_parameters() if p.requires_grad}
-    assert float(packed.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    tol = TOLERANCES[products]
+    assert float(packed.detach()) == pytest.approx(float(want.detach()), rel=tol["loss"])
     assert ours.keys() == theirs.keys() and len(ours) == 2 * len(ALL) * 2
-    for name, grad in ours.items():
-        torch.testing.assert_close(grad, theirs[name], rtol=1e-3, atol=1e-5, msg=name)
+    errors = {name: _relative_error(grad, theirs[name]) for name, grad in ours.items()}
+    assert max(errors.values()) < tol["grad"], errors
+
+
+def test_bf16_products_are_chosen_by_the_cpu(monkeypatch):
+    assert kernels.native_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni")
+    assert kernels.native_bf16("flags\t\t: fpu avx2 amx_bf16 amx_tile")
+    assert not kernels.native_bf16("flags\t\t: fpu avx2 avx512f avx512bw")
+    monkeypatch.setattr(kernels, "native_bf16", lambda: False)
+    assert not model.bf16_products("cpu", "auto")
+    assert model.bf16_products("cpu", "bfloat16")
+    monkeypatch.setattr(kernels, "native_bf16", lambda: True)
+    assert model.bf16_products("cpu", "auto")
+    assert not model.bf16_products("cpu", "float32")
+    assert not model.bf16_products("cuda", "auto")  # GPUs compute in their own dtype
+
+
+def _relative_error(got, want):
+    return float((got - want).norm() / want.norm())
+
+
+@pytest.mark.parametrize("rows", [1, 31, 32, 77])
+def test_bf16_lora_linear_matches_float32(rows):
+    torch.manual_seed(rows)
+    base = torch.nn.Linear(48, 40, bias=True).requires_grad_(False)
+    a = torch.randn(8, 48, requires_grad=True)
+    b = torch.randn(40, 8, requires_grad=True)
+    x = torch.randn(1, rows, 48, requires_grad=True)
+    weights = torch.linspace(-1, 1, 40)
+
+    def grads(function):
+        for t in (x, a, b):
+            t.grad = None
+        y = function()
+        (y * weights).sum().backward()
+        return [y.detach()] + [t.grad.clone() for t in (x, a, b)]
+
+    want = grads(lambda: base(x) + 0.5 * (x @ a.t()) @ b.t())
+    got = grads(lambda: kernels._LoRALinearBF16.apply(x, a, b, base, 0.5))
+    for name, g, w in zip(("y", "dx", "da", "db"), got, want, strict=True):
+        assert g.dtype == torch.float32 and g.shape == w.shape, name
+        assert _relative_error(g, w) < 1e-2, name
+
+
+@pytest.mark.parametrize("length", [2, 17, 64, 100])
+def test_bf16_document_attention_matches_sdpa(length):
+    torch.manual_seed(length)
+    q = torch.randn(1, 6, length, 16, requires_grad=True)
+    k = torch.randn(1, 2, length, 16, requires_grad=True)  # grouped: 3 query heads per key head
+    v = torch.randn(1, 2, length, 16, requires_grad=True)
+    grad = torch.randn(1, 6, length, 16)
+
+    def run(function):
+        for t in (q, k, v):
+            t.grad = None
+        out = function()
+        out.backward(grad)
+        return [out.detach()] + [t.grad.clone() for t in (q, k, v)]
+
+    want = run(lambda: torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, is_causal=True, scale=0.25, enable_gqa=True))  # fmt: skip
+    got = run(lambda: kernels._CausalAttentionBF16.apply(q, k, v, 0.25))
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
+        assert g.shape == w.shape, name
+        assert _relative_error(g, w) < 1e-2, name
 
 
 def test_selected_token_loss_chunks_agree_with_cross_entropy():
@@ -106,6 +179,14 @@ def test_selected_token_loss_chunks_agree_with_cross_entropy():
     torch.testing.assert_close(grad, hidden.grad)
     with torch.no_grad():
         torch.testing.assert_close(kernels.selected_token_loss(hidden, weight, targets), want)
+    # bf16 products: the same loss and gradient to bf16 rounding, chunks padded to one shape
+    hidden.grad = None
+    got = kernels.selected_token_loss(
+        hidden, weight.bfloat16(), targets, chunk_elements=101 * 5, bf16_products=True
+    )
+    got.backward()
+    assert float(got) == pytest.approx(float(want), rel=1e-2)
+    assert _relative_error(hidden.grad, grad) < 2e-2
 
 
 def test_assistant_tokens_are_the_only_targets(tiny_model):
