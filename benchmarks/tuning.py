@@ -6,10 +6,12 @@ with double quantization, float32 compute, the same learning rate and the same t
 adapters are then scored by one evaluator on the same held-out rows, so "eval loss after the same
 trained tokens" compares like with like.
 
-The peer is Kaito's recipe adapted to CPU: SFTTrainer, per-device batch 1, no packing, bf16 off,
-gradient checkpointing off, and the LoRA weights put back to float32 after SFTTrainer casts them
-to bf16 (TRL 1.16 does that for every 4-bit model; bf16 is ~10x slower on this CPU). Its rows are
-TRL's conversational prompt/completion, so its loss is on the completion, as ours is.
+The peer is Kaito's recipe: SFTTrainer, per-device batch 1, no packing, gradient checkpointing
+off, run twice. As written (bf16 compute, TRL's bf16 LoRA weights), and as the issue adapted it to
+CPU (float32 compute, bf16 off, the LoRA weights put back to float32 after SFTTrainer casts them;
+on CPUs without native bf16 that is ~10x faster). On this machine's AMD EPYC, which multiplies
+bf16 natively, the recipe as written is the faster one, so the goals are checked against it. Its
+rows are TRL's conversational prompt/completion, so its loss is on the completion, as ours is.
 
 Run: `python -m benchmarks --only tuning` (the section), or pieces by hand:
 `python -m benchmarks.tuning peer|ours|evaluate|profile ...` (see `--help`).
@@ -160,7 +162,13 @@ def _peak_rss_mib() -> float:
 # --- the peer: Kaito's recipe (TRL SFTTrainer) ---------------------------------------------------
 
 
-def peer(data: Path, out: Path, *, threads: int, lr: float) -> dict:
+PEER_PRECISIONS = {
+    "float32": "Kaito recipe adapted to CPU: float32 compute",
+    "bfloat16": "Kaito recipe as written: bf16 compute",
+}
+
+
+def peer(data: Path, out: Path, *, threads: int, lr: float, precision: str = "float32") -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -177,13 +185,15 @@ def peer(data: Path, out: Path, *, threads: int, lr: float) -> dict:
 
     checkpoint = weights.resolve(PRESET)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    bf16 = precision == "bfloat16"
+    dtype = torch.bfloat16 if bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
         checkpoint,
         quantization_config=BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_compute_dtype=dtype,
         ),
-        dtype=torch.float32,
+        dtype=dtype,
         device_map={"": "cpu"},
     )  # fmt: skip
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -196,7 +206,7 @@ def peer(data: Path, out: Path, *, threads: int, lr: float) -> dict:
     # Conversational prompt/completion: TRL takes the loss on the completion only.
     rows = [{"prompt": m[:-1], "completion": m[-1:]} for m in read_messages(data)]
     args = SFTConfig(
-        output_dir=str(out / "trl"), per_device_train_batch_size=1, packing=False, bf16=False,
+        output_dir=str(out / "trl"), per_device_train_batch_size=1, packing=False, bf16=bf16,
         gradient_checkpointing=False, num_train_epochs=1, learning_rate=lr, logging_steps=1,
         save_strategy="no", report_to=[], max_length=None, dataloader_num_workers=0,
         lr_scheduler_type="linear", seed=SEED, use_cpu=True,
@@ -211,9 +221,10 @@ def peer(data: Path, out: Path, *, threads: int, lr: float) -> dict:
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, callbacks=[Curve()])  # fmt: skip
-    for param in model.parameters():  # undo TRL's bf16 cast of 4-bit models' LoRA weights
-        if param.requires_grad:
-            param.data = param.data.float()
+    if not bf16:
+        for param in model.parameters():  # undo TRL's bf16 cast of 4-bit models' LoRA weights
+            if param.requires_grad:
+                param.data = param.data.float()
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
     original = trainer.training_step
 
@@ -358,15 +369,18 @@ def flops_per_token(mean_length: float) -> float:
     return 4 * (LINEAR_PARAMS + LM_HEAD_PARAMS) + attention
 
 
-def measure_gflops(threads: int, tokens: int = 512, repeats: int = 20) -> float:
-    """What float32 matrix products of this model's shapes reach here (the roofline's rate)."""
+def measure_gflops(
+    threads: int, tokens: int = 512, repeats: int = 20, dtype: str = "float32"
+) -> float:
+    """What matrix products of this model's shapes reach here (the roofline's rate)."""
     import torch
 
     torch.set_num_threads(threads)
+    dtype = getattr(torch, dtype)
     shapes = [(HIDDEN, HIDDEN), (HIDDEN, 192), (HIDDEN, 1536), (1536, HIDDEN)]
     total_flops = total_time = 0.0
     for k, n in shapes:
-        x, w = torch.randn(tokens, k), torch.randn(n, k)
+        x, w = torch.randn(tokens, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
         for _ in range(3):
             x @ w.t()
         started = time.perf_counter()
@@ -406,10 +420,10 @@ def _subprocess_env(threads: int) -> dict:
     return env
 
 
-def _run_peer(train: Path, out: Path, threads: int) -> dict:
+def _run_peer(train: Path, out: Path, threads: int, precision: str) -> dict:
     code, stdout, stderr, rss = run_measured(
         [sys.executable, "-m", "benchmarks.tuning", "peer", "--data", str(train), "--out", str(out),
-         "--threads", str(threads), "--lr", str(LEARNING_RATE)],
+         "--threads", str(threads), "--lr", str(LEARNING_RATE), "--precision", precision],
         env=_subprocess_env(threads),
     )  # fmt: skip
     if code != 0:
@@ -488,35 +502,41 @@ def _smooth(curve, window_tokens: int) -> tuple[list[float], list[float]]:
 SMOOTHING_TOKENS = 6000  # rows differ a lot in difficulty; the two runs see them in other orders
 
 
-def _plots(peer_runs, our_runs, out: Path) -> list[str]:
+COLORS = {"float32": "tab:gray", "bfloat16": "tab:orange", "ours": "tab:blue"}
+
+
+def _rate(runs) -> float:
+    return harness.median(r["trained_tokens"] / r["train_seconds"] for r in runs)
+
+
+def _plots(peer_runs: dict, our_runs, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
+    series = [(PEER_PRECISIONS[p], runs, COLORS[p]) for p, runs in peer_runs.items()]
+    series.append(("ours", our_runs, COLORS["ours"]))
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label, run_, color in (("Kaito recipe (TRL SFTTrainer)", peer_runs[0], "tab:gray"),
-                               ("ours", our_runs[0], "tab:blue")):  # fmt: skip
-        xs, ys = _smooth(run_["curve"], SMOOTHING_TOKENS)
+    for label, runs, color in series:
+        xs, ys = _smooth(runs[0]["curve"], SMOOTHING_TOKENS)
         ax.plot(xs, ys, label=label, color=color)
     ax.set_xlabel("trained tokens")
     ax.set_ylabel("training loss")
     ax.set_title(
         f"loss on assistant tokens, {SMOOTHING_TOKENS // 1000}k-token moving average", fontsize=10
     )
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "tuning_loss.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    rates = [
-        harness.median(r["trained_tokens"] / r["train_seconds"] for r in runs)
-        for runs in (peer_runs, our_runs)
-    ]
-    ax.bar(["Kaito recipe", "ours"], rates, color=["tab:gray", "tab:blue"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    rates = [_rate(runs) for _, runs, _ in series]
+    labels = ["Kaito recipe\nfloat32", "Kaito recipe\nbf16", "ours"]
+    ax.bar(labels, rates, color=[color for _, _, color in series])
     ax.set_ylabel("trained tokens / s (median)")
     for i, rate in enumerate(rates):
         ax.text(i, rate, f"{rate:.0f}", ha="center", va="bottom")
@@ -524,6 +544,16 @@ def _plots(peer_runs, our_runs, out: Path) -> list[str]:
     fig.savefig(out / "tuning_throughput.png", dpi=110)
     plt.close(fig)
     return ["tuning_loss.png", "tuning_throughput.png"]
+
+
+def _stats(results) -> dict:
+    return {
+        "rate": _rate(results),
+        "step": harness.median(r["train_seconds"] / r["steps"] for r in results),
+        "peak": harness.median(r["peak_rss_mib"] for r in results),
+        "tokens": results[0]["trained_tokens"],
+        "steps": results[0]["steps"],
+    }
 
 
 def run(ctx: harness.Context) -> harness.Section:
@@ -536,72 +566,79 @@ def run(ctx: harness.Context) -> harness.Section:
 
     plan = our_plan(train, ours_config(work / "plan-training_config.yaml", LEARNING_RATE))
     our_lr = our_learning_rate(plan)
-    peer_runs, our_runs = [], []
-    for i in range(runs):  # interleaved, so that a noisy neighbour hits both alike
-        peer_runs.append(_run_peer(train, work / f"peer-{i}", THREADS))
+    peer_runs: dict[str, list] = {p: [] for p in PEER_PRECISIONS}
+    our_runs = []
+    for i in range(runs):  # interleaved, so that a noisy neighbour hits all alike
+        for precision, results in peer_runs.items():
+            results.append(_run_peer(train, work / f"peer-{precision}-{i}", THREADS, precision))
         our_runs.append(_run_ours(train, work / f"ours-{i}", THREADS, our_lr))
-    peer_eval = _evaluate(peer_runs[0]["adapter"], held_out, THREADS)
+    peer_evals = {p: _evaluate(r[0]["adapter"], held_out, THREADS) for p, r in peer_runs.items()}
     our_eval = _evaluate(our_runs[0]["adapter"], held_out, THREADS)
-    gflops = harness.median(measure_gflops(THREADS) for _ in range(3))
+    gflops = {d: harness.median(measure_gflops(THREADS, dtype=d) for _ in range(3))
+              for d in ("float32", "bfloat16")}  # fmt: skip
 
-    def stats(results):
-        return {
-            "rate": harness.median(r["trained_tokens"] / r["train_seconds"] for r in results),
-            "step": harness.median(r["train_seconds"] / r["steps"] for r in results),
-            "peak": harness.median(r["peak_rss_mib"] for r in results),
-            "tokens": results[0]["trained_tokens"],
-            "steps": results[0]["steps"],
-        }
-
-    peer_s, our_s = stats(peer_runs), stats(our_runs)
+    peers = {p: _stats(r) for p, r in peer_runs.items()}
+    our_s = _stats(our_runs)
+    best = max(peers, key=lambda p: peers[p]["rate"])  # the goals are against the faster peer
+    peer_s, peer_eval = peers[best], peer_evals[best]
     mean_length = our_s["tokens"] / rows_train
+    target_fraction = plan["targets"] / plan["tokens"]
     per_token = flops_per_token(mean_length)
-    roofline = gflops * 1e9 / per_token
-    # Ours at the GEMM rate with nothing else costing time: what 2x the peer asks of that.
-    ceiling = gflops * 1e9 / our_flops_per_token(mean_length, plan["targets"] / plan["tokens"])
+    roofline = {d: rate * 1e9 / per_token for d, rate in gflops.items()}
+    ours_per_token = our_flops_per_token(mean_length, target_fraction)
     ratio = our_s["rate"] / peer_s["rate"]
     loss_delta = (our_eval - peer_eval) / peer_eval
     images = _plots(peer_runs, our_runs, ctx.out)
     profile = profile_ours(train, THREADS)
 
     table_rows = [
-        ["Kaito recipe: TRL SFTTrainer, batch 1, no packing", peer_s["rate"], peer_s["step"], peer_s["steps"],
-         peer_s["tokens"], peer_s["peak"], peer_eval],
-        ["ours: packed, per-document attention, selected-token loss", our_s["rate"], our_s["step"],
-         our_s["steps"], our_s["tokens"], our_s["peak"], our_eval],
+        [f"{PEER_PRECISIONS[p]} (TRL SFTTrainer, batch 1, no packing)", st["rate"], st["step"],
+         st["steps"], st["tokens"], st["peak"], peer_evals[p]]
+        for p, st in peers.items()
+    ] + [
+        ["ours: packed, per-document attention, selected-token loss, bf16 products", our_s["rate"],
+         our_s["step"], our_s["steps"], our_s["tokens"], our_s["peak"], our_eval],
     ]  # fmt: skip
     md = [
-        f"QLoRA (NF4, double quantization, float32 compute) on SmolLM2-135M-Instruct, {THREADS} threads each, "
+        f"QLoRA (NF4, double quantization) on SmolLM2-135M-Instruct, {THREADS} threads each, "
         f"one epoch over {rows_train} synthetic dolly-like chat rows ({our_s['tokens']} tokens, "
         f"{mean_length:.0f} per row on average), LoRA r=8 alpha=8 dropout 0 on q/k/v/o/gate/up/down, "
         f"linear learning-rate decay. The peer's learning rate is {LEARNING_RATE:g}, Kaito's recipe, with "
         f"an optimizer step per conversation ({peer_s['steps']} steps); ours packs {plan['rows'] / plan['steps']:.2f} "
         f"conversations per step ({plan['steps']} steps) and gets the same learning rate per trained token, "
         f"{our_lr:.3g} (the linear scaling rule; at {LEARNING_RATE:g} its eval loss lags, having moved "
-        f"{plan['rows'] / plan['steps']:.1f}x less far). Loss on the assistant replies for both "
-        f"(the peer's rows are TRL's conversational prompt/completion). Eval loss: one evaluator, the same "
-        f"{rows_eval} held-out rows, after the same trained tokens. Medians of {runs} run(s), peer and ours "
-        "interleaved in one invocation.",
+        f"{plan['rows'] / plan['steps']:.1f}x less far). Loss on the assistant replies for all "
+        f"(the peer's rows are TRL's conversational prompt/completion). Eval loss: one evaluator (float32 "
+        f"products), the same {rows_eval} held-out rows, after the same trained tokens. Medians of {runs} "
+        "run(s), the peers and ours interleaved in one invocation.",
+        "",
+        f"Precision. This machine's CPU multiplies bf16 natively (AVX512-BF16): bf16 matrix products of the "
+        f"model's shapes run at {gflops['bfloat16']:.0f} GFLOP/s against {gflops['float32']:.0f} for float32. "
+        "So Kaito's recipe runs here both as written (bf16 compute) and as the issue adapted it to CPUs "
+        "without native bf16 (float32 compute); the goals are checked against the faster, "
+        f"{PEER_PRECISIONS[best].lower()}. Ours keeps float32 weights, activations, norms, softmax, loss and "
+        "optimizer, and gives the products bf16 operands with float32 accumulation (`--cpu-products auto`; "
+        "see docs/tuning.md).",
         "",
         harness.table(
             ["", "trained tok/s", "s/step", "steps", "trained tokens", "peak RSS MiB", "eval loss"],
             table_rows,
         ),
         "",
-        f"Roofline: {per_token / 1e6:.0f} MFLOP per trained token (4 x 135M parameters plus attention) at "
-        f"{gflops:.0f} GFLOP/s (this machine's float32 matrix products of the model's shapes, {THREADS} threads) "
-        f"= {roofline:.0f} tokens/s. Ours reaches {our_s['rate'] / roofline:.0%} of it; the peer "
-        f"{peer_s['rate'] / roofline:.0%}. (Ours computes the output layer on the assistant tokens only, so it "
-        "can pass this roofline, which counts the output layer for every token.)",
+        f"Roofline, as the issue counts it: {per_token / 1e6:.0f} MFLOP per trained token (4 x 135M parameters "
+        f"plus attention). At the float32 product rate ({gflops['float32']:.0f} GFLOP/s) that is "
+        f"{roofline['float32']:.0f} tokens/s: ours reaches {our_s['rate'] / roofline['float32']:.0%} of it, the "
+        f"float32 peer {peers['float32']['rate'] / roofline['float32']:.0%}. At the bf16 product rate "
+        f"({gflops['bfloat16']:.0f} GFLOP/s) it is {roofline['bfloat16']:.0f} tokens/s: ours reaches "
+        f"{our_s['rate'] / roofline['bfloat16']:.0%}, the bf16 peer {peers['bfloat16']['rate'] / roofline['bfloat16']:.0%}.",
         "",
-        f"What bounds ours: its own step costs {our_flops_per_token(mean_length, plan['targets'] / plan['tokens']) / 1e6:.0f} "
-        f"MFLOP per trained token (the output layer on the {plan['targets'] / plan['tokens']:.0%} of tokens that "
-        f"are targets), so if nothing but matrix products at {gflops:.0f} GFLOP/s took time, it would run at "
-        f"{ceiling:.0f} tok/s. Ours is at {our_s['rate'] / ceiling:.0%} of that; 2x the peer "
-        f"({2 * peer_s['rate']:.0f} tok/s) would be {2 * peer_s['rate'] / ceiling:.0%}. The profile below shows "
-        "the products (`aten::mm`) already at about the measured GEMM rate, so what is left to win is the "
-        "rest of the step: per-document attention (SDPA forward and backward), the 4-bit dequantization "
-        "(twice per layer per step: forward and backward) and elementwise work.",
+        f"What bounds ours: its own step costs {ours_per_token / 1e6:.0f} MFLOP per trained token (the output "
+        f"layer on the {target_fraction:.0%} of tokens that are targets); at the bf16 rate the products alone "
+        f"would take {ours_per_token / (gflops['bfloat16'] * 1e9) * 1e3:.2f} ms per token of the "
+        f"{1e3 / our_s['rate']:.2f} ms measured. The rest is what the profile below shows beside the products "
+        "(`aten::mm`, `aten::bmm`): attention's float32 score products and softmax, the 4-bit dequantization "
+        "(twice per layer per step), the conversions to bf16 and elementwise work (norms, rotary embeddings, "
+        "SiLU), each a pass over memory at a few GB/s.",
         "",
         f"![loss curves](benchmarks/{images[0]}) ![throughput](benchmarks/{images[1]})",
         "",
@@ -611,20 +648,24 @@ def run(ctx: harness.Context) -> harness.Section:
         profile.strip(),
         "```",
     ]
-    (ctx.out / "tuning_raw.json").write_text(json.dumps({"peer": peer_runs, "ours": our_runs,
-                                                         "peer_eval": peer_eval, "our_eval": our_eval,
+    (ctx.out / "tuning_raw.json").write_text(json.dumps({"peers": peer_runs, "ours": our_runs,
+                                                         "peer_evals": peer_evals, "our_eval": our_eval,
                                                          "gflops": gflops, "plan": plan,
                                                          "our_learning_rate": our_lr}, indent=1))  # fmt: skip
+    fp32_ratio = our_s["rate"] / peers["float32"]["rate"]
     goals = [
-        harness.Goal("trained tokens/s vs Kaito's recipe", ">= 2x",
-                     f"{ratio:.2f}x ({our_s['rate']:.0f} vs {peer_s['rate']:.0f} tok/s)", ratio >= 2),
-        harness.Goal("fraction of the compute roofline", ">= 85%",
-                     f"{our_s['rate'] / roofline:.0%} ({our_s['rate']:.0f} of {roofline:.0f} tok/s)",
-                     our_s["rate"] / roofline >= 0.85),
+        harness.Goal("trained tokens/s vs Kaito's recipe (the faster of its two precisions here)", ">= 2x",
+                     f"{ratio:.2f}x ({our_s['rate']:.0f} vs {peer_s['rate']:.0f} tok/s, {best}); "
+                     f"{fp32_ratio:.2f}x the float32 adaptation", ratio >= 2),
+        harness.Goal("fraction of the compute roofline (float32 products, the issue's)", ">= 85%",
+                     f"{our_s['rate'] / roofline['float32']:.0%} ({our_s['rate']:.0f} of {roofline['float32']:.0f} tok/s); "
+                     f"{our_s['rate'] / roofline['bfloat16']:.0%} of the bf16-products roofline "
+                     f"({roofline['bfloat16']:.0f} tok/s)", our_s["rate"] / roofline["float32"] >= 0.85),
         harness.Goal("eval loss after the same trained tokens", "within 3% of the peer's",
                      f"{loss_delta:+.1%} ({our_eval:.4f} vs {peer_eval:.4f})", abs(loss_delta) <= 0.03 or our_eval < peer_eval),
         harness.Goal("peak memory (RSS)", "no higher than the peer's",
-                     f"{our_s['peak']:.0f} vs {peer_s['peak']:.0f} MiB", our_s["peak"] <= peer_s["peak"]),
+                     f"{our_s['peak']:.0f} vs {peer_s['peak']:.0f} MiB ({best}); "
+                     f"{peers['float32']['peak']:.0f} MiB float32", our_s["peak"] <= min(st["peak"] for st in peers.values())),
     ]  # fmt: skip
     import importlib.metadata as md_
 
@@ -637,7 +678,8 @@ def run(ctx: harness.Context) -> harness.Section:
             "python -m benchmarks --only tuning",
             f"ours: python -m kaito_jupyter.runtimes.tuning --preset {PRESET} --method qlora --input train.parquet "
             "--output ours-0 --config training_config.yaml --threads 2",
-            "peer: python -m benchmarks.tuning peer --data train.parquet --out peer-0 --threads 2",
+            "peer: python -m benchmarks.tuning peer --data train.parquet --out peer-0 --threads 2 "
+            "--precision float32|bfloat16",
         ],
         versions={
             p: md_.version(p) for p in ("torch", "transformers", "peft", "bitsandbytes", "trl")
@@ -655,11 +697,14 @@ def main(argv: list[str] | None = None) -> int:
         if name == "peer":
             s.add_argument("--out", type=Path, required=True)
             s.add_argument("--lr", type=float, default=LEARNING_RATE)
+            s.add_argument("--precision", choices=list(PEER_PRECISIONS), default="float32")
         else:
             s.add_argument("--adapter", type=Path, required=True)
     args = p.parse_args(argv)
     if args.command == "peer":
-        result = peer(args.data, args.out, threads=args.threads, lr=args.lr)
+        result = peer(
+            args.data, args.out, threads=args.threads, lr=args.lr, precision=args.precision
+        )
     else:
         result = evaluate(args.adapter, args.data, threads=args.threads)
     print("RESULT " + json.dumps(result), flush=True)

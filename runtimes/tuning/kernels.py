@@ -258,13 +258,23 @@ def _padded(rows: int) -> int:
     return -(-rows // ROW_MULTIPLE) * ROW_MULTIPLE
 
 
-def _bf16_columns(left, right, rows: int | None = None):
-    """[left | right] as one bf16 matrix of `rows` rows (zeros below): an augmented operand."""
+def _bf16_columns(left, right):
+    """[left | right] as one bf16 matrix."""
+    width = left.shape[1]
+    out = torch.empty(left.shape[0], width + right.shape[1], dtype=torch.bfloat16)
+    out[:, :width] = left
+    out[:, width:] = right
+    return out
+
+
+def _augmented(left, factor, scale: float, rows: int):
+    """The bf16 operand [left | s left factor], `rows` rows with zeros below. The skinny
+    product reads the bf16 copy of `left`: half the bytes of the float32 one."""
     n, width = left.shape
-    out = torch.empty(rows or n, width + right.shape[1], dtype=torch.bfloat16)
+    out = torch.empty(rows, width + factor.shape[1], dtype=torch.bfloat16)
     out[:n, :width] = left
-    out[:n, width:] = right
     out[n:] = 0
+    out[:, width:] = (out[:, :width] @ factor.to(torch.bfloat16)).mul_(scale)
     return out
 
 
@@ -281,7 +291,7 @@ class _LoRALinearBF16(torch.autograd.Function):
     def forward(ctx, x, lora_a, lora_b, base, scale):
         width = lora_a.shape[1]
         x2 = x.reshape(-1, width)
-        augmented = _bf16_columns(x2, (x2 @ lora_a.t()).mul_(scale), _padded(x2.shape[0]))
+        augmented = _augmented(x2, lora_a.t(), scale, _padded(x2.shape[0]))
         weight = _bf16_columns(_dense_weight(base)[0], lora_b)
         y = (augmented @ weight.t())[: x2.shape[0]].float()
         if base.bias is not None:
@@ -296,7 +306,7 @@ class _LoRALinearBF16(torch.autograd.Function):
         rank, width = lora_a.shape
         g = grad.reshape(-1, grad.shape[-1])
         out = g.shape[1]
-        g_aug = _bf16_columns(g, (g @ lora_b).mul_(ctx.scale), augmented.shape[0])
+        g_aug = _augmented(g, lora_b, ctx.scale, augmented.shape[0])
         grad_x = None
         if ctx.needs_input_grad[0]:
             weight = torch.empty(out + rank, width, dtype=torch.bfloat16)
