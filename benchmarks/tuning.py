@@ -615,8 +615,8 @@ def run(ctx: harness.Context) -> harness.Section:
         f"Precision. This machine's CPU multiplies bf16 natively (AVX512-BF16): bf16 matrix products of the "
         f"model's shapes run at {gflops['bfloat16']:.0f} GFLOP/s against {gflops['float32']:.0f} for float32. "
         "So Kaito's recipe runs here both as written (bf16 compute) and as the issue adapted it to CPUs "
-        "without native bf16 (float32 compute); the goals are checked against the faster, "
-        f"{PEER_PRECISIONS[best].lower()}. Ours keeps float32 weights, activations, norms, softmax, loss and "
+        "without native bf16 (float32 compute); the goals are checked against the faster of the two "
+        f"({best}). Ours keeps float32 weights, activations, norms, softmax, loss and "
         "optimizer, and gives the products bf16 operands with float32 accumulation (`--cpu-products auto`; "
         "see docs/tuning.md).",
         "",
@@ -657,10 +657,12 @@ def run(ctx: harness.Context) -> harness.Section:
         harness.Goal("trained tokens/s vs Kaito's recipe (the faster of its two precisions here)", ">= 2x",
                      f"{ratio:.2f}x ({our_s['rate']:.0f} vs {peer_s['rate']:.0f} tok/s, {best}); "
                      f"{fp32_ratio:.2f}x the float32 adaptation", ratio >= 2),
-        harness.Goal("fraction of the compute roofline (float32 products, the issue's)", ">= 85%",
-                     f"{our_s['rate'] / roofline['float32']:.0%} ({our_s['rate']:.0f} of {roofline['float32']:.0f} tok/s); "
-                     f"{our_s['rate'] / roofline['bfloat16']:.0%} of the bf16-products roofline "
-                     f"({roofline['bfloat16']:.0f} tok/s)", our_s["rate"] / roofline["float32"] >= 0.85),
+        harness.Goal("fraction of the compute roofline, float32 products (the issue's count and rate)", ">= 85%",
+                     f"{our_s['rate'] / roofline['float32']:.0%} ({our_s['rate']:.0f} of {roofline['float32']:.0f} tok/s)",
+                     our_s["rate"] / roofline["float32"] >= 0.85),
+        harness.Goal("fraction of the compute roofline at the rate of the products ours uses (bf16)", ">= 85%",
+                     f"{our_s['rate'] / roofline['bfloat16']:.0%} ({our_s['rate']:.0f} of {roofline['bfloat16']:.0f} tok/s)",
+                     our_s["rate"] / roofline["bfloat16"] >= 0.85),
         harness.Goal("eval loss after the same trained tokens", "within 3% of the peer's",
                      f"{loss_delta:+.1%} ({our_eval:.4f} vs {peer_eval:.4f})", abs(loss_delta) <= 0.03 or our_eval < peer_eval),
         harness.Goal("peak memory (RSS)", "no higher than the peer's",
