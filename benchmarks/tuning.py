@@ -2,7 +2,7 @@
 
 Both train one epoch over the same synthetic dolly-like chat rows (generated here, deterministic),
 with the loss on the assistant replies, LoRA r=8 alpha=8 dropout 0 on q/k/v/o/gate/up/down, NF4
-with double quantization, float32 compute, the same learning rate and the same threads. Both
+with double quantization, the same learning rate per trained token and the same threads. Both
 adapters are then scored by one evaluator on the same held-out rows, so "eval loss after the same
 trained tokens" compares like with like.
 
@@ -535,7 +535,7 @@ def _plots(peer_runs: dict, our_runs, out: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     rates = [_rate(runs) for _, runs, _ in series]
-    labels = ["Kaito recipe\nfloat32", "Kaito recipe\nbf16", "ours"]
+    labels = [f"Kaito recipe\n{p}" for p in peer_runs] + ["ours"]
     ax.bar(labels, rates, color=[color for _, _, color in series])
     ax.set_ylabel("trained tokens / s (median)")
     for i, rate in enumerate(rates):
@@ -566,7 +566,12 @@ def run(ctx: harness.Context) -> harness.Section:
 
     plan = our_plan(train, ours_config(work / "plan-training_config.yaml", LEARNING_RATE))
     our_lr = our_learning_rate(plan)
-    peer_runs: dict[str, list] = {p: [] for p in PEER_PRECISIONS}
+    from kaito_jupyter.runtimes.tuning.kernels import native_bf16
+
+    # Without native bf16 the recipe as written runs ~10x slower (the issue's measurement) and
+    # ours uses float32 products: the float32 adaptation is then the peer, and the only one.
+    bf16 = native_bf16()
+    peer_runs: dict[str, list] = {p: [] for p in PEER_PRECISIONS if bf16 or p == "float32"}
     our_runs = []
     for i in range(runs):  # interleaved, so that a noisy neighbour hits all alike
         for precision, results in peer_runs.items():
@@ -576,6 +581,7 @@ def run(ctx: harness.Context) -> harness.Section:
     our_eval = _evaluate(our_runs[0]["adapter"], held_out, THREADS)
     gflops = {d: harness.median(measure_gflops(THREADS, dtype=d) for _ in range(3))
               for d in ("float32", "bfloat16")}  # fmt: skip
+    ours_dtype = "bfloat16" if bf16 else "float32"
 
     peers = {p: _stats(r) for p, r in peer_runs.items()}
     our_s = _stats(our_runs)
@@ -596,7 +602,7 @@ def run(ctx: harness.Context) -> harness.Section:
          st["steps"], st["tokens"], st["peak"], peer_evals[p]]
         for p, st in peers.items()
     ] + [
-        ["ours: packed, per-document attention, selected-token loss, bf16 products", our_s["rate"],
+        [f"ours: packed, per-document attention, selected-token loss, {ours_dtype} products", our_s["rate"],
          our_s["step"], our_s["steps"], our_s["tokens"], our_s["peak"], our_eval],
     ]  # fmt: skip
     md = [
@@ -612,13 +618,20 @@ def run(ctx: harness.Context) -> harness.Section:
         f"products), the same {rows_eval} held-out rows, after the same trained tokens. Medians of {runs} "
         "run(s), the peers and ours interleaved in one invocation.",
         "",
-        f"Precision. This machine's CPU multiplies bf16 natively (AVX512-BF16): bf16 matrix products of the "
-        f"model's shapes run at {gflops['bfloat16']:.0f} GFLOP/s against {gflops['float32']:.0f} for float32. "
-        "So Kaito's recipe runs here both as written (bf16 compute) and as the issue adapted it to CPUs "
-        "without native bf16 (float32 compute); the goals are checked against the faster of the two "
-        f"({best}). Ours keeps float32 weights, activations, norms, softmax, loss and "
-        "optimizer, and gives the products bf16 operands with float32 accumulation (`--cpu-products auto`; "
-        "see docs/tuning.md).",
+        (
+            f"Precision. This machine's CPU multiplies bf16 natively (AVX512-BF16): bf16 matrix products of the "
+            f"model's shapes run at {gflops['bfloat16']:.0f} GFLOP/s against {gflops['float32']:.0f} for float32. "
+            "So Kaito's recipe runs here both as written (bf16 compute) and as the issue adapted it to CPUs "
+            "without native bf16 (float32 compute); the goals are checked against the faster of the two "
+            f"({best}). Ours keeps float32 weights, activations, norms, softmax, loss and "
+            "optimizer, and gives the products bf16 operands with float32 accumulation (`--cpu-products auto`; "
+            "see docs/tuning.md)."
+        )
+        if bf16
+        else (
+            "Precision. This machine's CPU has no native bf16 (AVX512-BF16 or AMX), so Kaito's recipe runs "
+            "as the issue adapted it to CPU (float32 compute), and ours uses float32 products too."
+        ),
         "",
         harness.table(
             ["", "trained tok/s", "s/step", "steps", "trained tokens", "peak RSS MiB", "eval loss"],
@@ -628,17 +641,23 @@ def run(ctx: harness.Context) -> harness.Section:
         f"Roofline, as the issue counts it: {per_token / 1e6:.0f} MFLOP per trained token (4 x 135M parameters "
         f"plus attention). At the float32 product rate ({gflops['float32']:.0f} GFLOP/s) that is "
         f"{roofline['float32']:.0f} tokens/s: ours reaches {our_s['rate'] / roofline['float32']:.0%} of it, the "
-        f"float32 peer {peers['float32']['rate'] / roofline['float32']:.0%}. At the bf16 product rate "
-        f"({gflops['bfloat16']:.0f} GFLOP/s) it is {roofline['bfloat16']:.0f} tokens/s: ours reaches "
-        f"{our_s['rate'] / roofline['bfloat16']:.0%}, the bf16 peer {peers['bfloat16']['rate'] / roofline['bfloat16']:.0%}.",
+        f"float32 peer {peers['float32']['rate'] / roofline['float32']:.0%}."
+        + (
+            f" At the bf16 product rate ({gflops['bfloat16']:.0f} GFLOP/s) it is {roofline['bfloat16']:.0f} "
+            f"tokens/s: ours reaches {our_s['rate'] / roofline['bfloat16']:.0%}, the bf16 peer "
+            f"{peers['bfloat16']['rate'] / roofline['bfloat16']:.0%}."
+            if bf16
+            else ""
+        ),
         "",
         f"What bounds ours: its own step costs {ours_per_token / 1e6:.0f} MFLOP per trained token (the output "
-        f"layer on the {target_fraction:.0%} of tokens that are targets); at the bf16 rate the products alone "
-        f"would take {ours_per_token / (gflops['bfloat16'] * 1e9) * 1e3:.2f} ms per token of the "
+        f"layer on the {target_fraction:.0%} of tokens that are targets); at the {ours_dtype} rate the products "
+        f"alone would take {ours_per_token / (gflops[ours_dtype] * 1e9) * 1e3:.2f} ms per token of the "
         f"{1e3 / our_s['rate']:.2f} ms measured. The rest is what the profile below shows beside the products "
-        "(`aten::mm`, `aten::bmm`): attention's float32 score products and softmax, the 4-bit dequantization "
-        "(twice per layer per step), the conversions to bf16 and elementwise work (norms, rotary embeddings, "
-        "SiLU), each a pass over memory at a few GB/s.",
+        "(`aten::mm`, `aten::bmm`): attention (its float32 score products and softmax), the 4-bit "
+        "dequantization (twice per layer per step), conversions to bf16 and elementwise work (norms, rotary "
+        "embeddings, SiLU), each a pass over memory, and the per-operator overhead of about 10,000 small "
+        "operators a step.",
         "",
         f"![loss curves](benchmarks/{images[0]}) ![throughput](benchmarks/{images[1]})",
         "",
@@ -653,21 +672,26 @@ def run(ctx: harness.Context) -> harness.Section:
                                                          "gflops": gflops, "plan": plan,
                                                          "our_learning_rate": our_lr}, indent=1))  # fmt: skip
     fp32_ratio = our_s["rate"] / peers["float32"]["rate"]
+    also = f"; {fp32_ratio:.2f}x the float32 adaptation" if best != "float32" else ""
     goals = [
-        harness.Goal("trained tokens/s vs Kaito's recipe (the faster of its two precisions here)", ">= 2x",
-                     f"{ratio:.2f}x ({our_s['rate']:.0f} vs {peer_s['rate']:.0f} tok/s, {best}); "
-                     f"{fp32_ratio:.2f}x the float32 adaptation", ratio >= 2),
+        harness.Goal("trained tokens/s vs Kaito's recipe (the faster of its precisions here)", ">= 2x",
+                     f"{ratio:.2f}x ({our_s['rate']:.0f} vs {peer_s['rate']:.0f} tok/s, {best}){also}", ratio >= 2),
         harness.Goal("fraction of the compute roofline, float32 products (the issue's count and rate)", ">= 85%",
                      f"{our_s['rate'] / roofline['float32']:.0%} ({our_s['rate']:.0f} of {roofline['float32']:.0f} tok/s)",
                      our_s["rate"] / roofline["float32"] >= 0.85),
-        harness.Goal("fraction of the compute roofline at the rate of the products ours uses (bf16)", ">= 85%",
-                     f"{our_s['rate'] / roofline['bfloat16']:.0%} ({our_s['rate']:.0f} of {roofline['bfloat16']:.0f} tok/s)",
-                     our_s["rate"] / roofline["bfloat16"] >= 0.85),
+    ]  # fmt: skip
+    if bf16:
+        goals.append(harness.Goal(
+            "fraction of the compute roofline at the rate of the products ours uses (bf16)", ">= 85%",
+            f"{our_s['rate'] / roofline['bfloat16']:.0%} ({our_s['rate']:.0f} of {roofline['bfloat16']:.0f} tok/s)",
+            our_s["rate"] / roofline["bfloat16"] >= 0.85))  # fmt: skip
+    goals += [
         harness.Goal("eval loss after the same trained tokens", "within 3% of the peer's",
                      f"{loss_delta:+.1%} ({our_eval:.4f} vs {peer_eval:.4f})", abs(loss_delta) <= 0.03 or our_eval < peer_eval),
         harness.Goal("peak memory (RSS)", "no higher than the peer's",
-                     f"{our_s['peak']:.0f} vs {peer_s['peak']:.0f} MiB ({best}); "
-                     f"{peers['float32']['peak']:.0f} MiB float32", our_s["peak"] <= min(st["peak"] for st in peers.values())),
+                     f"{our_s['peak']:.0f} vs {peer_s['peak']:.0f} MiB ({best})"
+                     + (f"; {peers['float32']['peak']:.0f} MiB float32" if best != "float32" else ""),
+                     our_s["peak"] <= min(st["peak"] for st in peers.values())),
     ]  # fmt: skip
     import importlib.metadata as md_
 
