@@ -3,6 +3,7 @@
 - `document_attention`: attention over a packed row, one causal SDPA call per document, so no
   token attends across documents and no (T x T) mask is built. SDPA over the whole flattened
   row with a block-diagonal mask was measured 7x slower per layer on this CPU.
+  `document_attention_bf16` does the same with bf16 products where the CPU has them.
 - `route_4bit_layers`: 4-bit layers keep a fixed float32 path on CPU (see there). Caching the
   dequantized weights was tried: it saves the two dequantizations per step (~0.1 s) but holds
   0.4 GB more, which the peer's peak memory does not leave room for; more tokens per step
@@ -128,7 +129,7 @@ class _CausalAttentionBF16(torch.autograd.Function):
         probs = torch.softmax(scores, dim=-1).view(kv_heads, -1, rows).to(torch.bfloat16)
         out = torch.bmm(probs, vp.to(torch.bfloat16)).float()
         ctx.save_for_backward(qg, kp, vp, probs, out)
-        ctx.scale, ctx.length = scale, length
+        ctx.scale = scale
         return out.view(1, heads, rows, dim)[:, :, :length]
 
     @staticmethod
@@ -488,15 +489,17 @@ def selected_token_loss(
     chunk = max(1, chunk_elements // weight.shape[0])
     operands = torch.bfloat16 if bf16_products else hidden.dtype
     if not (torch.is_grad_enabled() and hidden.requires_grad):  # evaluation: the loss only
+        pad = chunk if bf16_products else 0  # one shape per chunk: see ROW_MULTIPLE
         with torch.no_grad():
             w = weight.to(operands)
             return sum(
                 F.cross_entropy(
-                    (hidden[s : s + chunk].to(operands) @ w.t()).float(),
-                    targets[s : s + chunk],
+                    (_rows(hidden[s : s + chunk], pad, operands) @ w.t())[: len(t)].float(),
+                    t,
                     reduction="sum",
                 )
                 for s in range(0, hidden.shape[0], chunk)
+                for t in [targets[s : s + chunk]]
             )
     if weight.requires_grad:  # a trainable output layer needs its own gradient: plain path
         logits = hidden @ weight.t()
