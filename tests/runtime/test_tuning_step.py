@@ -187,6 +187,11 @@ def test_selected_token_loss_chunks_agree_with_cross_entropy():
     got.backward()
     assert float(got) == pytest.approx(float(want), rel=1e-2)
     assert _relative_error(hidden.grad, grad) < 2e-2
+    with torch.no_grad():
+        evaluated = kernels.selected_token_loss(
+            hidden, weight.bfloat16(), targets, chunk_elements=101 * 5, bf16_products=True
+        )
+    assert float(evaluated) == pytest.approx(float(want), rel=1e-2)
 
 
 def test_assistant_tokens_are_the_only_targets(tiny_model):
