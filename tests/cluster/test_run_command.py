@@ -97,6 +97,8 @@ def test_run_returns_the_command_exit_code_and_leaves_nothing_running(tmp_path):
 def test_sigterm_during_the_command_tears_everything_down(tmp_path):
     workdir = tmp_path / "bed"
     marker = tmp_path / "command-started"
+    # A sleep no other process on this shared machine runs (a plain `sleep 300` once was).
+    child = f"sleep 300.{os.getpid()}"
     runner = subprocess.Popen(
         [
             sys.executable,
@@ -109,7 +111,7 @@ def test_sigterm_during_the_command_tears_everything_down(tmp_path):
             "sh",
             "-c",
             # A background child of COMMAND, too: the whole process group is reaped.
-            f"sleep 300 & touch {marker}; wait",
+            f"{child} & touch {marker}; wait",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -126,4 +128,4 @@ def test_sigterm_during_the_command_tears_everything_down(tmp_path):
     _, stderr = runner.communicate(timeout=60)
     assert runner.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert _processes_mentioning(str(workdir)) == []
-    assert _processes_mentioning("sleep 300") == []
+    assert _processes_mentioning(child) == []
