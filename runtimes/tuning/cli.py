@@ -54,8 +54,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cpu-products", choices=("auto", "bfloat16", "float32"),
         default=os.environ.get("KAITO_TUNING_CPU_PRODUCTS", "auto"),
-        help="operands of the LoRA layers' matrix products on CPU (auto: bfloat16 where the CPU "
-        "multiplies it natively, with float32 accumulation)",
+        help="operands of the matrix products on CPU (auto: bfloat16 where the CPU multiplies it "
+        "natively, with float32 accumulation)",
     )  # fmt: skip
     return p
 

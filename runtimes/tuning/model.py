@@ -24,7 +24,7 @@ class Loaded:
     device: str
     dtype: object
     decoder: object  # the transformer body: input ids -> final hidden states
-    output_weight: object  # the (vocab, hidden) output layer weight
+    output_weight: object  # the (vocab, hidden) output layer weight, as the products take it
     bf16_products: bool = False  # see bf16_products()
 
 
@@ -48,8 +48,9 @@ def compute_dtype(device: str):
 
 
 def bf16_products(device: str, choice: str = "auto") -> bool:
-    """Whether the LoRA layers' products on CPU take bf16 operands (float32 accumulation):
-    asked for, or (auto) where the CPU multiplies bf16 natively. Everything else stays float32."""
+    """Whether the matrix products on CPU (LoRA layers, attention, output layer) take bf16
+    operands with float32 accumulation: asked for, or (auto) where the CPU multiplies bf16
+    natively. Everything else stays float32."""
     if device != "cpu" or choice == "float32":
         return False
     return choice == "bfloat16" or kernels.native_bf16()
@@ -134,12 +135,16 @@ def load(
     log(f"LoRA r={lora.r} alpha={lora.alpha} on {', '.join(sorted(targets)) if not isinstance(targets, str) else targets}: "
         f"{trainable:,} trainable of {total:,} parameters")  # fmt: skip
     base = model.get_base_model()
+    output_weight = base.get_output_embeddings().weight
+    if bf16 and not output_weight.requires_grad:
+        # One bf16 copy of the frozen output layer, not one per step (a 0.11 GB read each).
+        output_weight = output_weight.detach().to(torch.bfloat16)
     return Loaded(
         model=model,
         tokenizer=tokenizer,
         device=device,
         dtype=dtype,
         decoder=base.get_decoder(),
-        output_weight=base.get_output_embeddings().weight,
+        output_weight=output_weight,
         bf16_products=bf16,
     )

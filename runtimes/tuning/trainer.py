@@ -56,7 +56,6 @@ class Trainer:
         self.budget = cfg.max_length * cfg.per_device_train_batch_size
         self.lengths = [len(e) for e in train]
         self._plans: dict[int, list[list[int]]] = {}
-        self._output_weight = None
 
     def plan(self, epoch: int) -> list[list[int]]:
         if epoch not in self._plans:
@@ -86,8 +85,6 @@ class Trainer:
 
     def loss_sum(self, step: packing.Step):
         """Summed cross-entropy over the step's target tokens."""
-        import torch
-
         from .kernels import BOUNDS_KWARG, selected_token_loss
 
         ids, positions, where, targets = self._tensors(step)
@@ -95,18 +92,8 @@ class Trainer:
             input_ids=ids, position_ids=positions, use_cache=False, **{BOUNDS_KWARG: step.bounds}
         )
         hidden = out.last_hidden_state[0].index_select(0, where)
-        if self._output_weight is None:
-            # The frozen output layer as the products take it: a bf16 copy is made once, not
-            # every step (0.11 GB read per copy for a 49k vocabulary).
-            weight = self.loaded.output_weight
-            frozen = not weight.requires_grad
-            self._output_weight = (
-                weight.detach().to(torch.bfloat16)
-                if self.loaded.bf16_products and frozen
-                else weight
-            )
         return selected_token_loss(
-            hidden, self._output_weight, targets, bf16_products=self.loaded.bf16_products
+            hidden, self.loaded.output_weight, targets, bf16_products=self.loaded.bf16_products
         )
 
     def evaluate(self) -> float | None:
