@@ -14,7 +14,7 @@ bf16 natively, the recipe as written is the faster one, so the goals are checked
 rows are TRL's conversational prompt/completion, so its loss is on the completion, as ours is.
 
 Run: `python -m benchmarks --only tuning` (the section), or pieces by hand:
-`python -m benchmarks.tuning peer|ours|evaluate|profile ...` (see `--help`).
+`python -m benchmarks.tuning peer|evaluate ...` (see `--help`); ours is the tuning job itself.
 """
 
 from __future__ import annotations
