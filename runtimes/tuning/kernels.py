@@ -94,10 +94,15 @@ def register_attention(bf16_products: bool = False) -> str:
     return name
 
 
-def _pad_rows(x, rows: int):
-    """(H, L, D) -> (H, rows, D), zeros after L."""
-    out = x.new_zeros(x.shape[0], rows, x.shape[2])
-    out[:, : x.shape[1]] = x
+def _zero_padded(x, rows: int, dim: int = 0, dtype=None):
+    """x as a contiguous `dtype` tensor with zeros appended along `dim` up to `rows` long."""
+    dtype = dtype or x.dtype
+    if x.shape[dim] >= rows:
+        return x.to(dtype).contiguous()
+    shape = list(x.shape)
+    shape[dim] = rows
+    out = x.new_zeros(shape, dtype=dtype)
+    out.narrow(dim, 0, x.shape[dim]).copy_(x)
     return out
 
 
@@ -122,8 +127,8 @@ class _CausalAttentionBF16(torch.autograd.Function):
         _, heads, length, dim = q.shape
         kv_heads = k.shape[1]
         rows = _padded(length)
-        qg = _pad_rows(q[0], rows).view(kv_heads, -1, dim)  # (Hkv, G rows, D)
-        kp, vp = _pad_rows(k[0], rows), _pad_rows(v[0], rows)
+        qg = _zero_padded(q[0], rows, dim=1).view(kv_heads, -1, dim)  # (Hkv, G rows, D)
+        kp, vp = _zero_padded(k[0], rows, dim=1), _zero_padded(v[0], rows, dim=1)
         scores = torch.bmm(qg, kp.transpose(1, 2)).mul_(scale).view(kv_heads, -1, rows, rows)
         scores.masked_fill_(_future(rows), float("-inf"))
         probs = torch.softmax(scores, dim=-1).view(kv_heads, -1, rows).to(torch.bfloat16)
@@ -138,7 +143,7 @@ class _CausalAttentionBF16(torch.autograd.Function):
         _, heads, length, dim = grad.shape
         kv_heads, rows = kp.shape[0], kp.shape[1]
         bf16 = torch.bfloat16
-        dout = _pad_rows(grad[0], rows).view(kv_heads, -1, dim)
+        dout = _zero_padded(grad[0], rows, dim=1).view(kv_heads, -1, dim)
         dv = torch.bmm(probs.transpose(1, 2), dout.to(bf16)).float()
         dprobs = torch.bmm(dout, vp.transpose(1, 2))
         delta = (dout * out).sum(-1, keepdim=True)
@@ -446,9 +451,9 @@ class _SelectedTokenLoss(torch.autograd.Function):
         total = hidden.new_zeros(())
         grad = torch.empty_like(hidden)
         weight = weight.to(operands)
-        pad = operands == torch.bfloat16  # one shape per chunk: see ROW_MULTIPLE
+        pad = chunk if operands == torch.bfloat16 else 0  # one shape per chunk: ROW_MULTIPLE
         for s in range(0, n, chunk):
-            h = _rows(hidden[s : s + chunk], chunk if pad else 0, operands)
+            h = _zero_padded(hidden[s : s + chunk], pad, dtype=operands)
             m = min(chunk, n - s)
             logits = (h @ weight.t())[:m].float()
             lse = torch.logsumexp(logits, dim=-1)
@@ -457,7 +462,7 @@ class _SelectedTokenLoss(torch.autograd.Function):
             # d(sum of losses)/d logits = softmax - onehot; then back through the output layer.
             logits.sub_(lse[:, None]).exp_()
             logits[torch.arange(len(t)), t] -= 1
-            grad[s : s + chunk] = (_rows(logits, chunk if pad else 0, operands) @ weight)[:m]
+            grad[s : s + chunk] = (_zero_padded(logits, pad, dtype=operands) @ weight)[:m]
         ctx.grad = grad
         return total
 
@@ -466,15 +471,6 @@ class _SelectedTokenLoss(torch.autograd.Function):
         grad = ctx.grad * grad_total
         ctx.grad = None
         return grad, None, None, None, None
-
-
-def _rows(x, rows: int, dtype):
-    """x as `dtype`, zero rows appended up to `rows` (0: none)."""
-    if rows <= x.shape[0]:
-        return x.to(dtype)
-    out = x.new_zeros(rows, x.shape[1], dtype=dtype)
-    out[: x.shape[0]] = x
-    return out
 
 
 def selected_token_loss(
@@ -494,7 +490,9 @@ def selected_token_loss(
             w = weight.to(operands)
             return sum(
                 F.cross_entropy(
-                    (_rows(hidden[s : s + chunk], pad, operands) @ w.t())[: len(t)].float(),
+                    (_zero_padded(hidden[s : s + chunk], pad, dtype=operands) @ w.t())[
+                        : len(t)
+                    ].float(),
                     t,
                     reduction="sum",
                 )
