@@ -20,8 +20,8 @@ from kaito_jupyter.api.parse import (
     read_file,
     read_text,
 )
+from kaito_jupyter.api.validation import Target, validate
 from kaito_jupyter.api.validation import sorted_issues as _sorted
-from kaito_jupyter.api.validation import validate
 from kaito_jupyter.errors import Issue, ValidationError
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "VERSIONS",
     "Checked",
     "Document",
+    "Target",
     "Workspace",
     "check_dict",
     "check_file",
@@ -51,14 +52,16 @@ class Checked:
 
 
 def _check(
-    parsed: list[tuple[Document, Workspace | None, list[Issue]]], old: Workspace | None = None
+    parsed: list[tuple[Document, Workspace | None, list[Issue]]],
+    old: Workspace | None = None,
+    target: Target = "cluster",
 ) -> list[Checked]:
     out, errors, warnings = [], [], []
     for doc, ws, shape_issues in parsed:
         errors += shape_issues
         if ws is None:
             continue
-        findings = validate(ws, doc, old=old)
+        findings = validate(ws, doc, old=old, target=target)
         errors += findings.errors
         warnings += findings.warnings
         out.append(Checked(ws, doc, findings.warnings))
@@ -68,16 +71,20 @@ def _check(
 
 
 def check_text(
-    text: str, source: str | None = None, *, old: Workspace | None = None
+    text: str,
+    source: str | None = None,
+    *,
+    old: Workspace | None = None,
+    target: Target = "cluster",
 ) -> list[Checked]:
     """Parse and validate every Workspace in a YAML stream; all problems, or the workspaces."""
-    return _check(read_text(text, source), old)
+    return _check(read_text(text, source), old, target)
 
 
 def check_file(path: str | Path) -> list[Checked]:
     return _check(read_file(path))
 
 
-def check_dict(data: Any, *, old: Workspace | None = None) -> Checked:
+def check_dict(data: Any, *, old: Workspace | None = None, target: Target = "cluster") -> Checked:
     doc = Document(data=data)
-    return _check([(doc, *parse_workspace(doc))], old)[0]
+    return _check([(doc, *parse_workspace(doc))], old, target)[0]

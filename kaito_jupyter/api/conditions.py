@@ -14,6 +14,9 @@ INFERENCE_READY = "InferenceReady"
 JOB_STARTED = "JobStarted"
 WORKSPACE_SUCCEEDED = "WorkspaceSucceeded"
 WORKSPACE_DELETING = "WorkspaceDeleting"
+# Not in Kaito v0.12's API, but the README's `kubectl get workspace` shows a WORKSPACEREADY
+# column: kaito-jupyter keeps writing it (True exactly when WorkspaceSucceeded is).
+WORKSPACE_READY = "WorkspaceReady"
 
 # v1beta1 status.state values.
 STATE_PENDING = "Pending"
@@ -34,6 +37,47 @@ def status_of(ws: Workspace, type_: str) -> str:
     return cond.status if cond else "Unknown"
 
 
+def merge_condition(
+    conditions: list[dict],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str = "",
+    *,
+    generation: int | None = None,
+    at: str | None = None,
+) -> bool:
+    """Set one condition in a list of condition dicts (as stored), in place.
+
+    The transition time moves only when the status changes. Returns True if anything changed,
+    so callers write status only when it did.
+    """
+    wanted = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+    for cond in conditions:
+        if cond.get("type") != type_:
+            continue
+        if all(cond.get(k) == v for k, v in wanted.items()):
+            return False
+        moved = cond.get("status") != status or not cond.get("lastTransitionTime")
+        cond.update(wanted)
+        if moved:
+            cond["lastTransitionTime"] = at or now()
+        if generation is None:
+            cond.pop("observedGeneration", None)
+        return True
+    entry = {**wanted, "lastTransitionTime": at or now()}
+    if generation is None:
+        entry.pop("observedGeneration")
+    conditions.append(entry)
+    return True
+
+
 def set_condition(
     ws: Workspace,
     type_: str,
@@ -43,44 +87,13 @@ def set_condition(
     *,
     at: str | None = None,
 ) -> bool:
-    """Set a condition in place. The transition time moves only when the status changes.
-
-    Returns True if anything changed (so callers write status only when it did).
-    """
+    """Set a condition on a typed Workspace in place (see merge_condition)."""
     if ws.status is None:
         ws.status = WorkspaceStatus()
-    conditions = list(ws.status.conditions or [])
-    generation = ws.metadata.generation
-    for i, cond in enumerate(conditions):
-        if cond.type != type_:
-            continue
-        if (cond.status, cond.reason, cond.message, cond.observed_generation) == (
-            status,
-            reason,
-            message,
-            generation,
-        ):
-            return False
-        moved = cond.status != status
-        conditions[i] = Condition(
-            type=type_,
-            status=status,  # type: ignore[arg-type]
-            reason=reason,
-            message=message,
-            lastTransitionTime=(at or now()) if moved else cond.last_transition_time,
-            observedGeneration=generation,
-        )
-        ws.status.conditions = conditions
-        return True
-    conditions.append(
-        Condition(
-            type=type_,
-            status=status,  # type: ignore[arg-type]
-            reason=reason,
-            message=message,
-            lastTransitionTime=at or now(),
-            observedGeneration=generation,
-        )
+    stored = [c.to_dict() for c in ws.status.conditions or []]
+    changed = merge_condition(
+        stored, type_, status, reason, message, generation=ws.metadata.generation, at=at
     )
-    ws.status.conditions = conditions
-    return True
+    if changed:
+        ws.status.conditions = [Condition.model_validate(c) for c in stored]
+    return changed

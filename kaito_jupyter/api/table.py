@@ -1,7 +1,8 @@
 """The kubectl-style table of workspaces (`kaito get`, `%kaito get`).
 
-Columns are those of Kaito's own `kubectl get workspace` output:
-NAME INSTANCE RESOURCEREADY INFERENCEREADY WORKSPACEREADY AGE.
+Columns are those of Kaito's own `kubectl get workspace` output in its README:
+NAME INSTANCE RESOURCEREADY INFERENCEREADY WORKSPACEREADY AGE; wide adds JOBSTARTED,
+WORKSPACESUCCEEDED, TARGETNODECOUNT and STATE (Kaito v1beta1's printer columns).
 """
 
 from __future__ import annotations
@@ -13,12 +14,26 @@ from kaito_jupyter.api.conditions import (
     INFERENCE_READY,
     JOB_STARTED,
     RESOURCE_READY,
+    WORKSPACE_READY,
     WORKSPACE_SUCCEEDED,
     status_of,
 )
 from kaito_jupyter.api.model import Workspace
 
+# Kaito's README (`kubectl get workspace`); `-o wide` adds the v1beta1 printer columns.
 COLUMNS = ("NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE")
+WIDE_COLUMNS = (
+    "NAME",
+    "INSTANCE",
+    "RESOURCEREADY",
+    "INFERENCEREADY",
+    "JOBSTARTED",
+    "WORKSPACESUCCEEDED",
+    "WORKSPACEREADY",
+    "TARGETNODECOUNT",
+    "STATE",
+    "AGE",
+)
 
 
 def age(timestamp: str | None, now: datetime | None = None) -> str:
@@ -48,22 +63,45 @@ def age(timestamp: str | None, now: datetime | None = None) -> str:
     return f"{days}d"
 
 
-def row(ws: Workspace, now: datetime | None = None) -> tuple[str, ...]:
-    # For a tuning workspace the "inference" column reports whether its job started.
-    second = JOB_STARTED if ws.tuning is not None else INFERENCE_READY
-    return (
-        ws.name,
-        (ws.resource.instance_type if ws.resource else None) or "",
-        status_of(ws, RESOURCE_READY),
-        status_of(ws, second),
-        status_of(ws, WORKSPACE_SUCCEEDED),
-        age(ws.metadata.creation_timestamp, now),
-    )
+def workspace_ready(ws: Workspace) -> str:
+    """WorkspaceReady, or WorkspaceSucceeded for workspaces Kaito's operator manages (v0.12
+    writes only that one; it means the same)."""
+    if ws.condition(WORKSPACE_READY) is not None:
+        return status_of(ws, WORKSPACE_READY)
+    return status_of(ws, WORKSPACE_SUCCEEDED)
 
 
-def render(workspaces: Iterable[Workspace], now: datetime | None = None) -> str:
-    rows = [COLUMNS, *(row(ws, now) for ws in workspaces)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+def cells(ws: Workspace, now: datetime | None = None) -> dict[str, str]:
+    """Every column's value for one workspace."""
+    status = ws.status
+    count = status.target_node_count if status else None
+    return {
+        "NAME": ws.name,
+        "INSTANCE": (ws.resource.instance_type if ws.resource else None) or "",
+        "RESOURCEREADY": status_of(ws, RESOURCE_READY),
+        "INFERENCEREADY": status_of(ws, INFERENCE_READY) if ws.tuning is None else "",
+        "JOBSTARTED": status_of(ws, JOB_STARTED) if ws.tuning is not None else "",
+        "WORKSPACESUCCEEDED": status_of(ws, WORKSPACE_SUCCEEDED),
+        "WORKSPACEREADY": workspace_ready(ws),
+        "TARGETNODECOUNT": "" if count is None else str(count),
+        "STATE": (status.state if status else None) or "",
+        "AGE": age(ws.metadata.creation_timestamp, now),
+    }
+
+
+def row(
+    ws: Workspace, now: datetime | None = None, columns: tuple[str, ...] = COLUMNS
+) -> tuple[str, ...]:
+    values = cells(ws, now)
+    return tuple(values[col] for col in columns)
+
+
+def render(
+    workspaces: Iterable[Workspace], now: datetime | None = None, *, wide: bool = False
+) -> str:
+    columns = WIDE_COLUMNS if wide else COLUMNS
+    rows = [columns, *(row(ws, now, columns) for ws in workspaces)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     return "\n".join(
         "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )

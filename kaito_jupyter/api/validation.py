@@ -8,12 +8,15 @@ memory", "Unsupported inference preset name"), it is kept and the accepted value
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from kaito_jupyter import catalog
 from kaito_jupyter.api.model import DataSource, PresetSpec, Workspace
 from kaito_jupyter.api.network import check_url
 from kaito_jupyter.api.parse import Document, PathKey
 from kaito_jupyter.errors import Findings, Issue
+
+Target = Literal["cluster", "local"]
 
 MAX_ADAPTERS = 10
 TUNING_METHODS = ("lora", "qlora")
@@ -96,10 +99,12 @@ def label_value_problem(value: str) -> str | None:
 
 
 class _Checker:
-    def __init__(self, ws: Workspace, doc: Document | None):
+    def __init__(self, ws: Workspace, doc: Document | None, target: Target = "cluster"):
         self.ws = ws
         self.doc = doc or Document(data=ws.to_dict())
         self.issues: list[Issue] = []
+        # "local": this machine is the only node, so nodes need not be named or selected.
+        self.local = target == "local"
 
     def error(self, path: PathKey | str, message: str) -> None:
         self.issues.append(self.doc.issue(path, message))
@@ -159,6 +164,8 @@ class _Checker:
 
     def check_resource(self) -> None:
         r = self.ws.resource
+        if r is None and self.local:
+            return
         if r is None:
             self.error(
                 "resource",
@@ -185,6 +192,8 @@ class _Checker:
         r = self.ws.resource
         assert r is not None
         sel = r.label_selector
+        if sel is None and self.local:
+            return
         if sel is None:
             self.error(
                 "resource.labelSelector",
@@ -223,6 +232,8 @@ class _Checker:
         assert r is not None
         instance = r.instance_type
         if not instance:
+            if self.local:
+                return
             if r.preferred_nodes:
                 self.warn(
                     "resource.instanceType",
@@ -560,10 +571,19 @@ def sorted_issues(issues: list[Issue]) -> list[Issue]:
 
 
 def validate(
-    ws: Workspace, doc: Document | None = None, *, old: Workspace | None = None
+    ws: Workspace,
+    doc: Document | None = None,
+    *,
+    old: Workspace | None = None,
+    target: Target = "cluster",
 ) -> Findings:
-    """Every error and warning for creating `ws` (or updating `old` to `ws`)."""
-    checker = _Checker(ws, doc)
+    """Every error and warning for creating `ws` (or updating `old` to `ws`).
+
+    `target="local"` is admission for the local backend: `resource` (instance type, label
+    selector) becomes optional, since this machine is the only node; the backend checks the
+    machine's own fit.
+    """
+    checker = _Checker(ws, doc, target)
     checker.check_create()
     if old is not None:
         checker.check_update(old)

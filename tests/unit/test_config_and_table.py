@@ -58,7 +58,26 @@ def test_table_matches_kaitos_columns():
         "True",
         "10m",
     ]
-    assert second.split()[2:5] == ["Unknown", "Unknown", "Unknown"]
+    # A tuning workspace has no InferenceReady (kubectl shows the column empty).
+    assert table.cells(tuning)["INFERENCEREADY"] == ""
+    assert second.split()[2:4] == ["Unknown", "Unknown"]
+
+
+def test_wide_table_has_kaitos_v1beta1_columns_and_workspace_ready():
+    ws = api.check_dict(TUNING).workspace
+    conditions.set_condition(ws, conditions.JOB_STARTED, "True", "Started")
+    conditions.set_condition(ws, conditions.WORKSPACE_SUCCEEDED, "False", "workspacePending")
+    conditions.set_condition(ws, conditions.WORKSPACE_READY, "True", "odd but ours to show")
+    ws.status.state = "Running"
+    ws.status.target_node_count = 1
+    header, first = table.render([ws], wide=True).splitlines()
+    assert header.split() == list(table.WIDE_COLUMNS)
+    assert first.split()[-2:-1] == ["Running"]
+    values = table.cells(ws)
+    assert (values["JOBSTARTED"], values["WORKSPACESUCCEEDED"]) == ("True", "False")
+    # WorkspaceReady is read when written; WorkspaceSucceeded stands in only when it is absent.
+    assert values["WORKSPACEREADY"] == "True"
+    assert (values["TARGETNODECOUNT"], values["STATE"]) == ("1", "Running")
 
 
 @pytest.mark.parametrize(
