@@ -80,10 +80,26 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+# The only collection tags a Workspace may carry: YAML's own mapping and sequence. Any other
+# tag (!!python/object..., !!set, !!omap) would otherwise be built here as a plain collection.
+_COLLECTION_TAGS = {
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+}
+
+
 def _build(loader: _Loader, node: yaml.Node, path: PathKey, doc: Document, depth: int = 0) -> Any:
     if depth > 100:
         raise ValidationError([doc.issue(path, "nesting is too deep (more than 100 levels)")])
     doc.positions.setdefault(path, _mark(node))
+    expected = _COLLECTION_TAGS.get(type(node))
+    if expected is not None and node.tag != expected:
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"could not determine a constructor for the tag {node.tag!r}",
+            node.start_mark,
+        )
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolve `<<` merge keys as SafeLoader would
         out: dict[Any, Any] = {}

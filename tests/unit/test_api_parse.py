@@ -85,9 +85,23 @@ def test_yaml_syntax_error_has_position():
     assert issue.line is not None and issue.source == "broken.yaml"
 
 
-def test_python_tags_are_refused():
-    with pytest.raises(ValidationError):
-        api.check_text("!!python/object/apply:os.system ['true']\n")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "!!python/object/apply:os.system ['true']\n",  # a tagged sequence, the whole document
+        "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata: !!python/object:os.Popen {a: 1}\n",
+        "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata: {name: !!python/name:os.system x}\n",
+        "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata: !!set {name: x}\n",
+    ],
+)
+def test_tags_other_than_yamls_own_are_refused(text):
+    """Refused by the constructor, not because the tagged node is the wrong shape: a tagged
+    mapping or list must not be read as a plain one."""
+    with pytest.raises(ValidationError) as info:
+        api.check_text(text, "tagged.yaml")
+    (issue,) = info.value.issues
+    assert issue.message.startswith("invalid YAML: could not determine a constructor for the tag")
+    assert issue.line is not None and issue.source == "tagged.yaml"
 
 
 def test_empty_input():
