@@ -186,16 +186,24 @@ def is_azure_gpu_family(name: str) -> bool:
     return str(name).startswith(("Standard_N", "Standard_D"))
 
 
-def runtime_dtype(p: Preset, s: Sku | None) -> str:
-    """The dtype the runtime computes in on this hardware.
+def compute_dtype(mode: Mode, *, gpu: bool, bf16: bool, checkpoint: str | None = None) -> str:
+    """The dtype the runtimes compute in: the one decision behind the inference server, the
+    tuning job and `kaito explain`.
 
-    bf16 where the GPU has it; fp16 on pre-Ampere GPUs (V100, T4); float32 without a GPU.
+    - no GPU: float32 (the tuning job's CPU matrix products may still take bf16 operands, a
+      kernel choice of its own: runtimes/tuning/model.bf16_products);
+    - a GPU with bf16 (compute capability 8.0 and up): bfloat16;
+    - an older GPU (V100, T4): float16 to serve; float32 to tune, because fp16 training overflows
+      without the loss scaling the job does not do;
+    - a float32 checkpoint is served in float32 (`checkpoint`, the preset's dtype).
     """
-    if s is None:
+    if not gpu:
         return "float32"
-    if p.dtype == "float32":
+    if mode == "inference" and checkpoint == "float32":
         return "float32"
-    return "bfloat16" if s.bf16 else "float16"
+    if bf16:
+        return "bfloat16"
+    return "float16" if mode == "inference" else "float32"
 
 
 def fit(p: Preset, s: Sku, count: int = 1, mode: Mode = "inference") -> Fit:
@@ -225,7 +233,7 @@ def fit(p: Preset, s: Sku, count: int = 1, mode: Mode = "inference") -> Fit:
         total_gpu_memory_gib=total,
         required_gib=required,
         headroom_gib=round(total - required, 2),
-        dtype=runtime_dtype(p, s),
+        dtype=compute_dtype(mode, gpu=True, bf16=s.bf16, checkpoint=p.dtype),
         fits=not problems,
         problems=tuple(problems),
     )

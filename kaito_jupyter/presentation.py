@@ -90,13 +90,13 @@ def explain(preset_name: str, instance_type: str, count: int = 1) -> str:
         f"{p.name}: {p.params_b:g}B parameters ({p.architecture}), {p.weights_gib:g}Gi of weights, context {p.context_length:,} tokens",
         f"{s.name} x {count}: {s.gpus * count} x {s.gpu_model} {_gib(s.gpu_memory_gib)} = {_gib(s.total_gpu_memory_gib * count)} GPU memory, compute capability {s.compute:.1f}",
     ]
-    dtype = catalog.runtime_dtype(p, s)
     why = (
         "bf16 supported"
         if s.bf16
-        else f"no bf16 on {s.gpu_model} (compute {s.compute:.1f} < 8.0), so fp16"
+        else f"no bf16 on {s.gpu_model} (compute {s.compute:.1f} < 8.0): fp16 to serve, "
+        "float32 to tune (fp16 training overflows without loss scaling)"
     )
-    lines.append(f"dtype: {dtype} ({why})")
+    lines.append(f"dtype: {why}")
     modes = ["inference"] + (["qlora", "lora"] if p.tuning.supported else [])
     rows = []
     for mode in modes:
@@ -107,10 +107,11 @@ def explain(preset_name: str, instance_type: str, count: int = 1) -> str:
                 _gib(f.required_gib),
                 _gib(f.total_gpu_memory_gib),
                 f"{f.headroom_gib:+g}Gi",
+                f.dtype,
                 "fits" if f.fits else "does NOT fit",
             ]
         )
-    lines += ["", table(["USE", "NEEDS", "HAS", "HEADROOM", "VERDICT"], rows)]
+    lines += ["", table(["USE", "NEEDS", "HAS", "HEADROOM", "DTYPE", "VERDICT"], rows)]
     for mode in modes:
         f = catalog.fit(p, s, count, mode)  # type: ignore[arg-type]
         if not f.fits:

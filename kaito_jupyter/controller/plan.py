@@ -217,7 +217,14 @@ def plan(ws: Workspace, *, local: bool = False, kaito_runtime: str = "vllm") -> 
         )
     runtime = choose_runtime(ws, preset, local=local, default=kaito_runtime)
     options = spec.preset.preset_options if spec.preset is not None else None
-    dtype = catalog.runtime_dtype(preset, sku) if preset else "auto"
+    mode = (ws.tuning.method or "qlora").lower() if ws.tuning is not None else "inference"
+    dtype = (
+        catalog.compute_dtype(
+            mode, gpu=sku is not None, bf16=bool(sku and sku.bf16), checkpoint=preset.dtype
+        )
+        if preset
+        else "auto"
+    )
     common = dict(
         name=ws.name,
         namespace=ws.namespace,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kaito_jupyter import catalog
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -13,13 +15,12 @@ class Placement:
 
 
 def choose_dtype(device: str, preset_dtype: str | None, capabilities: list[float]) -> str:
-    """float32 on CPU (no fast bf16 there); bf16 on GPUs that have it (compute >= 8.0);
-    fp16 on older ones (V100 is 7.0); float32 when the checkpoint itself is float32."""
-    if device == "cpu" or preset_dtype == "float32":
-        return "float32"
-    if capabilities and min(capabilities) >= 8.0:
-        return "bfloat16"
-    return "float16"
+    """kaito_jupyter.catalog.compute_dtype's choice (the one `kaito explain` shows): float32 on
+    CPU, bf16 on GPUs that have it (compute >= 8.0), fp16 on older ones (V100 is 7.0)."""
+    bf16 = bool(capabilities) and min(capabilities) >= 8.0
+    return catalog.compute_dtype(
+        "inference", gpu=device != "cpu", bf16=bf16, checkpoint=preset_dtype
+    )
 
 
 def choose(requested_device: str = "auto", requested_dtype: str = "auto", preset_dtype=None):

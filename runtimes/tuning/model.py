@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaito_jupyter import catalog
 from kaito_jupyter.errors import RuntimeFailure
 
 from . import kernels
@@ -39,12 +40,17 @@ def release_free_memory() -> None:
         ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
 
 
-def compute_dtype(device: str):
+def compute_dtype(device: str, bf16: bool | None = None):
+    """The torch dtype the job computes in, as kaito_jupyter.catalog.compute_dtype decides (and
+    `kaito explain` shows): bf16 on GPUs that have it, float32 elsewhere (V100s included). On
+    CPU the products alone may take bf16 operands: bf16_products(). `bf16` defaults to what
+    the GPU reports."""
     import torch
 
-    if device == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32  # on CPU the products alone may take bf16 operands: bf16_products()
+    gpu = device == "cuda"
+    if bf16 is None:
+        bf16 = gpu and torch.cuda.is_bf16_supported()
+    return getattr(torch, catalog.compute_dtype("qlora", gpu=gpu, bf16=bf16))
 
 
 def bf16_products(device: str, choice: str = "auto") -> bool:

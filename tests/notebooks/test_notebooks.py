@@ -15,7 +15,7 @@ EXPECTED = {
     "01-validate-workspaces.ipynb": [
         "phi-3-mini-128k-instruct",
         "workspace.kaito.sh/workspace-phi-3-mini valid",
-        "dtype: float16 (no bf16 on NVIDIA V100",
+        "dtype: no bf16 on NVIDIA V100 (compute 7.0 < 8.0): fp16 to serve, float32 to tune",
         "resource.instanceTyp: is not a field of a Kaito Workspace here; did you mean 'instanceType'?",
         "Strength value must be between 0 and 1",
         "Insufficient total GPU memory: Instance type Standard_NC6s_v3",

@@ -222,3 +222,20 @@ def test_packing_fills_rows_without_splitting_documents():
     assert len(steps) <= sum(lengths) // 16 + 3  # rows are nearly full
     assert steps == packing.plan_epoch(lengths, 16, seed=0, epoch=0, shuffle=True)
     assert steps != packing.plan_epoch(lengths, 16, seed=0, epoch=1, shuffle=True)
+
+
+def test_the_job_computes_in_the_dtype_kaito_explain_shows():
+    """One dtype policy (catalog.compute_dtype): the tuning job and the inference server pick
+    what `kaito explain` (catalog.fit) shows, on a V100 (float32 to tune, fp16 to serve) and
+    on an A10 (bf16 for both)."""
+    from kaito_jupyter import catalog
+    from kaito_jupyter.runtimes.inference import device
+
+    phi = catalog.preset("phi-3-mini-4k-instruct")
+    for name in ("Standard_NC6s_v3", "Standard_NV36ads_A10_v5"):
+        sku = catalog.find_sku(name)
+        tuned = catalog.fit(phi, sku, mode="qlora").dtype
+        assert model.compute_dtype("cuda", bf16=sku.bf16) == getattr(torch, tuned), name
+        served = catalog.fit(phi, sku, mode="inference").dtype
+        assert device.choose_dtype("cuda", phi.dtype, [sku.compute]) == served, name
+    assert model.compute_dtype("cpu") == torch.float32

@@ -67,11 +67,21 @@ def test_bf16_follows_compute_capability():
     assert catalog.find_sku("Standard_NC24ads_A100_v4").bf16
 
 
-def test_runtime_dtype():
+def test_one_dtype_policy_for_serving_and_tuning():
+    """catalog.compute_dtype decides for the inference server, the tuning job and `kaito explain`
+    (fit().dtype): fp16 serves on a V100, but tuning there computes in float32."""
     phi = catalog.preset("phi-3-mini-4k-instruct")
-    assert catalog.runtime_dtype(phi, catalog.find_sku("Standard_NC6s_v3")) == "float16"
-    assert catalog.runtime_dtype(phi, catalog.find_sku("Standard_NV36ads_A10_v5")) == "bfloat16"
-    assert catalog.runtime_dtype(phi, None) == "float32"
+    v100, a10 = catalog.find_sku("Standard_NC6s_v3"), catalog.find_sku("Standard_NV36ads_A10_v5")
+    assert catalog.fit(phi, v100, mode="inference").dtype == "float16"
+    assert catalog.fit(phi, v100, mode="qlora").dtype == "float32"
+    assert catalog.fit(phi, v100, mode="lora").dtype == "float32"
+    for mode in ("inference", "qlora", "lora"):
+        assert catalog.fit(phi, a10, mode=mode).dtype == "bfloat16"
+        assert catalog.compute_dtype(mode, gpu=False, bf16=False) == "float32"
+    # A float32 checkpoint is served in float32 whatever the GPU.
+    assert (
+        catalog.compute_dtype("inference", gpu=True, bf16=True, checkpoint="float32") == "float32"
+    )
 
 
 def test_fit_arithmetic():

@@ -72,6 +72,7 @@ def test_local_smollm2_has_no_instance_type_and_computes_on_cpu():
 def test_tuning_plan_and_args():
     p = plan(ws(TUNING))
     assert (p.mode, p.runtime, p.tuning.method) == ("tuning", "kaito-jupyter", "qlora")
+    assert p.dtype == "float32"  # tuning on a V100: what the job computes in (compute_dtype)
     assert p.tuning.output_image == "myacr.azurecr.io/adapters/phi-3:0.0.1"
     assert p.tuning.push_secret == "acr-push"
     args = p.tuning_args(inputs=["/mnt/data"], output="/mnt/output")
