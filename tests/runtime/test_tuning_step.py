@@ -228,8 +228,9 @@ def test_the_job_computes_in_the_dtype_kaito_explain_shows():
     """One dtype policy (catalog.compute_dtype): the tuning job and the inference server pick
     what `kaito explain` (catalog.fit) shows, on a V100 (float32 to tune, fp16 to serve) and
     on an A10 (bf16 for both)."""
-    from kaito_jupyter import catalog
     from kaito_jupyter.runtimes.inference import device
+
+    from kaito_jupyter import catalog
 
     phi = catalog.preset("phi-3-mini-4k-instruct")
     for name in ("Standard_NC6s_v3", "Standard_NV36ads_A10_v5"):

@@ -10,6 +10,7 @@ import yaml
 
 from kaito_jupyter import catalog, cli
 
+from .output import columns, line_with
 from .samples import INFERENCE, WORKSPACES, with_
 
 
@@ -17,21 +18,6 @@ def run(capsys, *argv):
     code = cli.main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def line_with(text: str, *parts: str) -> str:
-    """The one line of `text` that holds every part: checks that cannot pass on words that
-    happen to appear somewhere else in the output."""
-    lines = [line for line in text.splitlines() if all(p in line for p in parts)]
-    assert len(lines) == 1, f"expected one line with {parts} in:\n{text}"
-    return lines[0]
-
-
-def columns(text: str, first: str) -> list[str]:
-    """The cells of the table row whose first cell is `first`."""
-    rows = [line.split() for line in text.splitlines() if line.split()[:1] == [first]]
-    assert len(rows) == 1, f"expected one row {first!r} in:\n{text}"
-    return rows[0]
 
 
 def test_validate_accepts_the_readme_workspaces(capsys):
