@@ -32,8 +32,9 @@ def _files(paths: list[str]) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from kaito_jupyter import api
+    from kaito_jupyter import api, config
 
+    allowed = config.load().allowed_private_registries
     old = None
     if args.old:
         old = api.check_file(args.old)[0].workspace
@@ -42,11 +43,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for name in _files(args.filename):
         try:
             if name == "-":
-                checked = api.check_text(sys.stdin.read(), "<stdin>", old=old)
+                checked = api.check_text(
+                    sys.stdin.read(), "<stdin>", old=old, allowed_registries=allowed
+                )
             else:
                 if not Path(name).exists():
                     raise KaitoError(f"{name}: no such file")
-                checked = api.check_text(Path(name).read_text(), name, old=old)
+                checked = api.check_text(
+                    Path(name).read_text(), name, old=old, allowed_registries=allowed
+                )
         except ValidationError as exc:
             failed = True
             report.append(

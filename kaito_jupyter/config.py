@@ -53,6 +53,9 @@ class Settings:
     kubeconfig: str | None = None
     context: str | None = None
     provisioner: str = "auto"
+    # Private, loopback and cluster-internal registry hosts (`host:port`, or `host` for every
+    # port) that images may name; others such are refused at admission and by the OCI client.
+    allowed_private_registries: list[str] = field(default_factory=list)
     azure: AzureSettings = field(default_factory=AzureSettings)
 
 
@@ -63,6 +66,7 @@ ENVIRONMENT = {
     "KUBECONFIG": (None, "kubeconfig"),
     "KAITO_KUBE_CONTEXT": (None, "context"),
     "KAITO_PROVISIONER": (None, "provisioner"),
+    "KAITO_ALLOWED_PRIVATE_REGISTRIES": (None, "allowed_private_registries"),  # comma-separated
     "AZURE_SUBSCRIPTION_ID": ("azure", "subscription_id"),
     "KAITO_AKS_RESOURCE_GROUP": ("azure", "resource_group"),
     "KAITO_AKS_CLUSTER": ("azure", "cluster_name"),
@@ -106,7 +110,10 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
     for var, (section, key) in ENVIRONMENT.items():
         if environ.get(var):
             target = data.setdefault(section, {}) if section else data
-            target[key] = environ[var]
+            value = environ[var]
+            if isinstance(getattr(AzureSettings() if section else Settings(), key), list):
+                value = [item.strip() for item in value.split(",") if item.strip()]
+            target[key] = value
     return _from_dict(data, source=str(path))
 
 
@@ -129,7 +136,7 @@ def _from_dict(data: dict, *, source: str) -> Settings:
             f"unknown setting(s) in {source}: {', '.join(sorted(unknown))}",
             hint=f"known settings: {', '.join(sorted(known_top))}; azure.{{{', '.join(sorted(known_azure))}}}",
         )
-    top = {k: v for k, v in data.items() if k != "azure"}
+    top = {k: _coerce(Settings, k, v, source) for k, v in data.items() if k != "azure"}
     azure_data = {k: _coerce(AzureSettings, k, v, source) for k, v in azure_data.items()}
     settings = Settings(**top, azure=AzureSettings(**azure_data))
     if settings.backend not in BACKENDS:
@@ -146,8 +153,16 @@ def _from_dict(data: dict, *, source: str) -> Settings:
 
 
 def _coerce(cls, key: str, value, source: str):
-    """Turn "true"/"0"/... into a bool for boolean fields; leave other values alone."""
+    """Turn "true"/"0"/... into a bool for boolean fields, check list fields; leave other values
+    alone."""
     default = getattr(cls(), key)
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise KaitoError(
+                f"setting {key} must be a list of strings, not {value!r}",
+                hint=f"write it as a YAML list in {source}, or comma-separated in the environment",
+            )
+        return value
     if not isinstance(default, bool) or isinstance(value, bool):
         return value
     word = str(value).strip().lower()

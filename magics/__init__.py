@@ -50,7 +50,7 @@ class KaitoMagics(Magics):
         return None
 
     def _run(self, argv: list[str], cell: str | None):
-        from kaito_jupyter import api, cli
+        from kaito_jupyter import api, cli, config
         from kaito_jupyter.errors import KaitoError
 
         verb = argv[0]
@@ -60,7 +60,8 @@ class KaitoMagics(Magics):
             and "-f" not in argv
             and "--filename" not in argv
         ):
-            checked = api.check_text(cell, "<cell>")
+            allowed = config.load().allowed_private_registries
+            checked = api.check_text(cell, "<cell>", allowed_registries=allowed)
             for c in checked:
                 ws = c.workspace
                 print(f"workspace.kaito.sh/{ws.name} valid ({ws.mode}: {ws.preset_name})")

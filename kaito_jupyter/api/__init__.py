@@ -7,6 +7,7 @@ checked[0].workspace.preset_name, checked[0].warnings
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,13 +56,14 @@ def _check(
     parsed: list[tuple[Document, Workspace | None, list[Issue]]],
     old: Workspace | None = None,
     target: Target = "cluster",
+    allowed_registries: Collection[str] = (),
 ) -> list[Checked]:
     out, errors, warnings = [], [], []
     for doc, ws, shape_issues in parsed:
         errors += shape_issues
         if ws is None:
             continue
-        findings = validate(ws, doc, old=old, target=target)
+        findings = validate(ws, doc, old=old, target=target, allowed_registries=allowed_registries)
         errors += findings.errors
         warnings += findings.warnings
         out.append(Checked(ws, doc, findings.warnings))
@@ -76,15 +78,24 @@ def check_text(
     *,
     old: Workspace | None = None,
     target: Target = "cluster",
+    allowed_registries: Collection[str] = (),
 ) -> list[Checked]:
-    """Parse and validate every Workspace in a YAML stream; all problems, or the workspaces."""
-    return _check(read_text(text, source), old, target)
+    """Parse and validate every Workspace in a YAML stream; all problems, or the workspaces.
+
+    `allowed_registries`: the private registries images may name (see validate)."""
+    return _check(read_text(text, source), old, target, allowed_registries)
 
 
-def check_file(path: str | Path) -> list[Checked]:
-    return _check(read_file(path))
+def check_file(path: str | Path, *, allowed_registries: Collection[str] = ()) -> list[Checked]:
+    return _check(read_file(path), None, "cluster", allowed_registries)
 
 
-def check_dict(data: Any, *, old: Workspace | None = None, target: Target = "cluster") -> Checked:
+def check_dict(
+    data: Any,
+    *,
+    old: Workspace | None = None,
+    target: Target = "cluster",
+    allowed_registries: Collection[str] = (),
+) -> Checked:
     doc = Document(data=data)
-    return _check([(doc, *parse_workspace(doc))], old, target)[0]
+    return _check([(doc, *parse_workspace(doc))], old, target, allowed_registries)[0]

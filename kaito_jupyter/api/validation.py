@@ -8,11 +8,13 @@ memory", "Unsupported inference preset name"), it is kept and the accepted value
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Literal
 
 from kaito_jupyter import catalog
+from kaito_jupyter.api import image_reference
 from kaito_jupyter.api.model import DataSource, PresetSpec, Workspace
-from kaito_jupyter.api.network import check_url
+from kaito_jupyter.api.network import check_url, registry_problem
 from kaito_jupyter.api.parse import Document, PathKey
 from kaito_jupyter.errors import Findings, Issue
 
@@ -29,13 +31,6 @@ _DNS1123_SUBDOMAIN = re.compile(
 )
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-# name[:tag][@digest], optionally prefixed by a registry host[:port] and path components.
-_IMAGE_REF = re.compile(
-    r"^(?:(?P<registry>[A-Za-z0-9.-]+(?::[0-9]+)?)/)?"
-    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}))?$"
-)
 
 
 def dns1123_label_problem(value: str) -> str | None:
@@ -60,26 +55,35 @@ def image_problem(ref: str) -> tuple[str, str] | None:
     Upper-case repository names are only a warning: Kaito's own README uses placeholders such as
     ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1, which must validate until they are filled in.
     """
-    if _IMAGE_REF.match(ref):
+    try:
+        image_reference.split(ref)
         return None
-    if _IMAGE_REF.match(_lower_repository(ref)):
+    except image_reference.BadReference as exc:
+        problem = str(exc)
+    try:
+        image_reference.split(_lower_repository(ref))
+    except image_reference.BadReference:
         return (
-            "warning",
-            f"{ref!r} has upper-case letters in its repository name, which registries refuse; if it is a placeholder, replace it before applying",
+            "error",
+            f"is not a valid image reference: {ref!r}: {problem} (expected e.g. myregistry.azurecr.io/adapters/phi-3:0.0.1)",
         )
     return (
-        "error",
-        f"is not a valid image reference: {ref!r} (expected e.g. myregistry.azurecr.io/adapters/phi-3:0.0.1)",
+        "warning",
+        f"{ref!r} has upper-case letters in its repository name, which registries refuse; if it is a placeholder, replace it before applying",
     )
 
 
 def _lower_repository(ref: str) -> str:
-    """The reference with everything before its tag and digest lower-cased."""
+    """The reference as a filled-in placeholder would read: everything before its tag and digest
+    lower-cased, and the underscores of ACR_REPO_HERE-style registry hosts made hyphens."""
     name, at, digest = ref.partition("@")
     colon = name.rfind(":")
     tag = ""
     if colon > name.rfind("/"):
         name, tag = name[:colon], name[colon:]
+    first, slash, rest = name.partition("/")
+    if slash and "." in first:
+        name = first.replace("_", "-") + slash + rest
     return name.lower() + tag + at + digest
 
 
@@ -99,9 +103,16 @@ def label_value_problem(value: str) -> str | None:
 
 
 class _Checker:
-    def __init__(self, ws: Workspace, doc: Document | None, target: Target = "cluster"):
+    def __init__(
+        self,
+        ws: Workspace,
+        doc: Document | None,
+        target: Target = "cluster",
+        allowed_registries: Collection[str] = (),
+    ):
         self.ws = ws
         self.doc = doc or Document(data=ws.to_dict())
+        self.allowed_registries = allowed_registries
         self.issues: list[Issue] = []
         # "local": this machine is the only node, so nodes need not be named or selected.
         self.local = target == "local"
@@ -113,9 +124,15 @@ class _Checker:
         self.issues.append(self.doc.issue(path, message, severity="warning"))
 
     def check_image(self, ref: str | None, path: PathKey | str) -> None:
-        if ref and (problem := image_problem(ref)):
+        if not ref:
+            return
+        if problem := image_problem(ref):
             severity, message = problem
             self.issues.append(self.doc.issue(path, message, severity=severity))
+            return
+        registry = image_reference.split(ref).registry
+        if registry and (problem := registry_problem(registry, allowed=self.allowed_registries)):
+            self.error(path, problem)
 
     def check_secret_name(self, name: str | None, path: PathKey | str) -> None:
         # Kaito checks only that a secret is named; a name no Secret can have is a warning:
@@ -576,14 +593,16 @@ def validate(
     *,
     old: Workspace | None = None,
     target: Target = "cluster",
+    allowed_registries: Collection[str] = (),
 ) -> Findings:
     """Every error and warning for creating `ws` (or updating `old` to `ws`).
 
     `target="local"` is admission for the local backend: `resource` (instance type, label
     selector) becomes optional, since this machine is the only node; the backend checks the
-    machine's own fit.
+    machine's own fit. `allowed_registries`: private registry hosts images may name (the
+    allowed_private_registries setting); other private, loopback and link-local ones are refused.
     """
-    checker = _Checker(ws, doc, target)
+    checker = _Checker(ws, doc, target, allowed_registries)
     checker.check_create()
     if old is not None:
         checker.check_update(old)

@@ -45,7 +45,7 @@ def _tolerated(reason: str | None) -> bool:
     link-local address (those are the cloud credentials an SSRF goes after)."""
     if reason is None:
         return True
-    return private_allowed() and "metadata" not in reason and "link-local" not in reason
+    return private_allowed() and network.tolerable(reason)
 
 
 def check_url(url: str) -> None:

@@ -112,3 +112,17 @@ def test_console_script_imports_no_torch():
     ).stdout
     assert out.splitlines()[0].startswith("PRESET")  # the command ran
     assert out.splitlines()[-1] == "torch: False"
+
+
+def test_validate_reads_the_allowed_private_registries(capsys, tmp_path, monkeypatch):
+    local = tmp_path / "local-registry.yaml"
+    adapter = {"source": {"name": "a", "image": "127.0.0.1:5000/adapters/a:1"}}
+    local.write_text(yaml.safe_dump(with_(INFERENCE, inference__adapters=[adapter])))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "jupyter"))
+    monkeypatch.delenv("KAITO_ALLOWED_PRIVATE_REGISTRIES", raising=False)
+    code, _, err = run(capsys, "validate", "-f", str(local))
+    assert code == 1
+    line_with(err, "inference.adapters[0].source.image: registry 127.0.0.1:5000 points at this")
+    monkeypatch.setenv("KAITO_ALLOWED_PRIVATE_REGISTRIES", "127.0.0.1:5000")
+    code, out, _ = run(capsys, "validate", "-f", str(local))
+    assert code == 0 and line_with(out, "workspace-phi-3-mini valid")

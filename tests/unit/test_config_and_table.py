@@ -98,3 +98,15 @@ def test_condition_transition_time_moves_only_on_status_change():
     assert ws.condition("ResourceReady").last_transition_time == "t1"
     assert conditions.set_condition(ws, "ResourceReady", "True", "Ready", at="t4")
     assert ws.condition("ResourceReady").last_transition_time == "t4"
+
+
+def test_allowed_private_registries_from_file_and_environment(tmp_path):
+    path = tmp_path / "kaito.yaml"
+    assert config.load(path, environ={}).allowed_private_registries == []
+    path.write_text("allowed_private_registries: [registry.local:5000]\n")
+    assert config.load(path, environ={}).allowed_private_registries == ["registry.local:5000"]
+    env = {"KAITO_ALLOWED_PRIVATE_REGISTRIES": "127.0.0.1, [::1]:5000"}
+    assert config.load(path, environ=env).allowed_private_registries == ["127.0.0.1", "[::1]:5000"]
+    path.write_text("allowed_private_registries: registry.local\n")
+    with pytest.raises(KaitoError, match="allowed_private_registries must be a list"):
+        config.load(path, environ={})
