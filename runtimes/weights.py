@@ -25,6 +25,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from kaito_jupyter.runtimes.oci import reference as oci_reference
+
 from kaito_jupyter import catalog
 from kaito_jupyter.errors import RuntimeFailure
 
@@ -61,7 +63,7 @@ def resolve(
             )
         return path
     preset = catalog.find_preset(str(name_or_path))
-    if preset is None and looks_like_image(text):
+    if preset is None and oci_reference.looks_like_image(text):
         return image_checkpoint(text, progress=progress)
     if preset is None:
         raise RuntimeFailure(
@@ -78,16 +80,6 @@ def resolve(
             )
         return image_checkpoint(preset.image, progress=progress)
     return hub_checkpoint(preset, token=token, progress=progress)
-
-
-_IMAGE_RE = re.compile(
-    r"^(localhost|[\w.-]+\.[\w.-]+|[\w.-]+:\d+)(:\d+)?/[\w./-]+(:[\w.-]+)?(@\S+)?$"
-)
-
-
-def looks_like_image(text: str) -> bool:
-    """Whether `text` reads as an image reference with an explicit registry host."""
-    return bool(_IMAGE_RE.match(text)) and not Path(text).expanduser().exists()
 
 
 def weights_volume() -> Path:

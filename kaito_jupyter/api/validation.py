@@ -60,16 +60,18 @@ def image_problem(ref: str) -> tuple[str, str] | None:
         return None
     except image_reference.BadReference as exc:
         problem = str(exc)
-    try:
-        image_reference.split(_lower_repository(ref))
-    except image_reference.BadReference:
-        return (
-            "error",
-            f"is not a valid image reference: {ref!r}: {problem} (expected e.g. myregistry.azurecr.io/adapters/phi-3:0.0.1)",
-        )
+    if ref != ref.lower():
+        try:
+            image_reference.split(_lower_repository(ref))
+            return (
+                "warning",
+                f"{ref!r} has upper-case letters in its repository name, which registries refuse; if it is a placeholder, replace it before applying",
+            )
+        except image_reference.BadReference:
+            pass
     return (
-        "warning",
-        f"{ref!r} has upper-case letters in its repository name, which registries refuse; if it is a placeholder, replace it before applying",
+        "error",
+        f"is not a valid image reference: {ref!r}: {problem} (expected e.g. myregistry.azurecr.io/adapters/phi-3:0.0.1)",
     )
 
 

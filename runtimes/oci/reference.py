@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from pathlib import Path
+
+from kaito_jupyter.api import image_reference
 
 from .errors import OCIError
 from .media import DOCKER_HUB, DOCKER_HUB_API
@@ -39,47 +41,38 @@ class Reference:
         return out
 
 
-_REPO_RE = re.compile(
-    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
-)
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-
-
 def parse_reference(ref: str) -> Reference:
     """Parse an image reference as docker does: `ubuntu` is `docker.io/library/ubuntu:latest`.
 
-    The first path component is the registry when it has a dot or a port, or is `localhost`.
+    The grammar is kaito_jupyter.api.image_reference's, the one admission checks; a digest must
+    be a sha256 or sha512 one (it is verified on every pull).
     """
     text = str(ref).strip()
     for scheme in ("oci://", "docker://"):
         text = text.removeprefix(scheme)
-    digest = None
-    if "@" in text:
-        text, digest = text.split("@", 1)
-        if not _DIGEST_RE.match(digest):
-            raise OCIError(f"invalid digest in image reference {ref!r}", reason="InvalidImage")
-    tag = None
-    last = text.rsplit("/", 1)[-1]
-    if ":" in last:
-        text, tag = text.rsplit(":", 1)
-        if not _TAG_RE.match(tag):
-            raise OCIError(f"invalid tag {tag!r} in image reference {ref!r}", reason="InvalidImage")
-    first, _, rest = text.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        registry, repository = first, rest
-    else:
-        registry, repository = DOCKER_HUB, text
+    try:
+        name = image_reference.split(text)
+    except image_reference.BadReference as exc:
+        raise OCIError(
+            f"invalid image reference {ref!r}: {exc}",
+            reason="InvalidImage",
+            hint="image references look like registry.example.com/team/adapter:1.0",
+        ) from None
+    registry, repository = name.registry or DOCKER_HUB, name.path
     if registry in ("index.docker.io", DOCKER_HUB_API):
         registry = DOCKER_HUB
     if registry == DOCKER_HUB and "/" not in repository:
         repository = f"library/{repository}"
-    if not repository or not _REPO_RE.match(repository):
-        raise OCIError(
-            f"invalid repository {repository!r} in image reference {ref!r}",
-            reason="InvalidImage",
-            hint="image references look like registry.example.com/team/adapter:1.0",
-        )
-    if tag is None and digest is None:
-        tag = "latest"
-    return Reference(registry, repository, tag, digest)
+    tag = name.tag if name.tag or name.digest else "latest"
+    return Reference(registry, repository, tag, name.digest)
+
+
+def looks_like_image(text: str) -> bool:
+    """Whether `text` names an image with an explicit registry host
+    (registry.example.com/repo:tag, oci://...), rather than a path that exists or a URL."""
+    text = text.strip()
+    if text.startswith("oci://"):
+        return True
+    if text.startswith(("/", ".", "~", "http://", "https://")) or Path(text).expanduser().exists():
+        return False
+    return image_reference.names_registry(text)

@@ -13,13 +13,13 @@ import os
 import re
 from pathlib import Path
 
-from .sources import looks_like_image
+from kaito_jupyter.runtimes.oci.reference import looks_like_image
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def is_image(output: str) -> bool:
-    return output.startswith("oci://") or looks_like_image(output)
+    return looks_like_image(output)
 
 
 def default_work_dir(output: str) -> Path:

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
+from kaito_jupyter.runtimes.oci.reference import looks_like_image
+
 from kaito_jupyter.api import network
 from kaito_jupyter.errors import RuntimeFailure
 
@@ -187,14 +189,6 @@ def default_budget(work_dir: Path) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     stat = os.statvfs(work_dir)
     return stat.f_bavail * stat.f_frsize // 2
-
-
-def looks_like_image(text: str) -> bool:
-    """An OCI reference (registry.example.com/repo:tag), as opposed to a path."""
-    if text.startswith(("/", ".", "~")) or is_url(text) or Path(text).exists():
-        return False
-    first = text.split("/", 1)[0]
-    return "/" in text and ("." in first or ":" in first or first == "localhost")
 
 
 def fetch(
