@@ -24,21 +24,30 @@ from .media import (
     WEIGHTS_DIRS,
 )
 from .reference import Reference, parse_reference
-from .registry import Registry, client_for
+from .registry import Registry, checked_digest, client_for
+
+
+def _descriptors(value: Any, what: str) -> list[dict[str, Any]]:
+    """A manifest's list of descriptors, each with a digest we can verify (checked_digest)."""
+    if not isinstance(value, list):
+        raise OCIError(f"{what} is not a list of descriptors", reason="InvalidImage")
+    for i, entry in enumerate(value):
+        checked_digest(entry, f"{what}[{i}]")
+    return value
 
 
 def _choose_platform(index: dict[str, Any]) -> dict[str, Any]:
     """From an index, the linux/amd64 manifest if there is one, else the first real one."""
     entries = [
         m
-        for m in index.get("manifests") or []
+        for m in _descriptors(index.get("manifests") or [], "the index's manifests")
         # BuildKit's attestation manifests are "unknown/unknown": never the content.
-        if (m.get("platform") or {}).get("os") != "unknown"
+        if not isinstance(m.get("platform"), dict) or m["platform"].get("os") != "unknown"
     ]
     if not entries:
         raise OCIError("image index lists no manifests", reason="InvalidImage")
     for entry in entries:
-        platform = entry.get("platform") or {}
+        platform = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
         if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
             return entry
     return entries[0]
@@ -56,6 +65,9 @@ def resolve_manifest(client: Registry, ref: Reference) -> tuple[dict[str, Any], 
         raise OCIError(
             f"{ref} is not an image or artifact manifest ({media_type})", reason="InvalidImage"
         )
+    _descriptors(manifest["layers"], f"the layers of {ref}")
+    if "config" in manifest:
+        checked_digest(manifest["config"], f"the config of {ref}")
     return manifest, digest
 
 
@@ -73,9 +85,10 @@ def inspect(
     return {**manifest, "digest": digest}
 
 
-def _safe_relative(name: str) -> PurePosixPath:
-    path = PurePosixPath(name.lstrip("/"))
-    if not name or ".." in path.parts or path.is_absolute():
+def _safe_relative(name: object) -> PurePosixPath:
+    """A path from an annotation or a tar member, inside the destination or refused."""
+    path = PurePosixPath(name.lstrip("/")) if isinstance(name, str) else None
+    if path is None or not path.parts or ".." in path.parts or path.is_absolute():
         raise OCIError(f"artifact names an unsafe path {name!r}", reason="InvalidImage")
     return path
 
@@ -156,8 +169,10 @@ def pull_directory(
         root = staging / "root"
         root.mkdir()
         image = (manifest.get("config") or {}).get("mediaType") in IMAGE_CONFIGS
-        for layer in manifest["layers"]:
-            _pull_layer(client, target.repository, layer, root, image=image, scratch=staging)
+        for index, layer in enumerate(manifest["layers"]):
+            # The scratch file is named by position: never by the digest the registry sent.
+            blob = staging / f"layer-{index}.blob"
+            _pull_layer(client, target.repository, layer, root, image=image, blob=blob)
         if out.exists():
             _remove(out)
         root.rename(out)  # atomic: a half-pulled artifact is never seen at `dest`
@@ -173,11 +188,10 @@ def _pull_layer(
     root: Path,
     *,
     image: bool,
-    scratch: Path,
+    blob: Path,
 ) -> None:
-    media_type = layer.get("mediaType", "")
-    notes = layer.get("annotations") or {}
-    blob = scratch / layer["digest"].replace(":", "-")
+    media_type = str(layer.get("mediaType", ""))
+    notes = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
     with open(blob, "wb") as handle:
         client.fetch_blob(repository, layer, handle)
     try:

@@ -11,9 +11,15 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urljoin, urlsplit
+
+from kaito_jupyter.runtimes import retry
+
+from kaito_jupyter.api import network
+from kaito_jupyter.api.image_reference import digest_problem
 
 from .credentials import Credentials, load_credentials
 from .errors import OCIError
@@ -22,6 +28,12 @@ from .reference import Reference
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 CHUNK = 1 << 20  # bytes per read when streaming blobs
+MAX_MANIFEST = 4 << 20  # distribution refuses manifests larger than this; so do we
+MAX_REDIRECTS = 5
+# Token services on another host than their registry, by registry host: facts of these
+# registries. Others are trusted only on the registry's own host, or when listed in
+# KAITO_OCI_TOKEN_REALMS (comma-separated hosts).
+KNOWN_TOKEN_REALMS = {DOCKER_HUB_API: ("auth.docker.io",), "registry.gitlab.com": ("gitlab.com",)}
 
 
 def _is_loopback(host: str) -> bool:
@@ -37,10 +49,36 @@ def _is_loopback(host: str) -> bool:
 
 def _plain_http(registry: str) -> bool:
     # Docker's rule: loopback registries may speak plain HTTP. Others only when listed.
-    listed = {
-        h.strip() for h in os.environ.get("KAITO_OCI_INSECURE_REGISTRIES", "").split(",") if h
-    }
-    return _is_loopback(registry) or registry in listed
+    return _is_loopback(registry) or registry.lower() in _listed("KAITO_OCI_INSECURE_REGISTRIES")
+
+
+def _listed(variable: str) -> set[str]:
+    return {h.strip().lower() for h in os.environ.get(variable, "").split(",") if h.strip()}
+
+
+def allowed_private_registries() -> list[str]:
+    """The allowed_private_registries setting (kaito.yaml or KAITO_ALLOWED_PRIVATE_REGISTRIES)."""
+    from kaito_jupyter import config
+
+    return config.load().allowed_private_registries
+
+
+def checked_digest(descriptor: Any, what: str = "descriptor") -> str:
+    """The digest of a manifest's descriptor, refused unless it is one we can verify: a path is
+    never built nor a URL written from an unchecked one."""
+    digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
+    if problem := digest_problem(digest):
+        raise OCIError(f"{what}: {problem}", reason="InvalidImage")
+    size = descriptor.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise OCIError(f"{what}: size {size!r} is not a byte count", reason="InvalidImage")
+    return digest
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
@@ -62,12 +100,20 @@ class Registry:
         plain_http: bool | None = None,
         timeout: float = 60.0,
         retries: int = 4,
+        allowed: Iterable[str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
+        """`allowed`: the private registry hosts this client may reach (default: the
+        allowed_private_registries setting); `sleep` waits between retries."""
         import requests  # a runtime dependency; imported here so parsing stays import-light
 
         self.registry = registry
         self.host = DOCKER_HUB_API if registry == DOCKER_HUB else registry
+        self.allowed = list(allowed_private_registries() if allowed is None else allowed)
+        if problem := network.registry_problem(self.host, allowed=self.allowed):
+            raise OCIError(problem, reason="RegistryNotAllowed")
         self.plain_http = plain_http
+        self.sleep = sleep
         self._base: str | None = None
         self.credentials = credentials
         self.timeout = timeout
@@ -104,6 +150,33 @@ class Registry:
             return {"Authorization": f"Bearer {self._tokens[scope]}"}
         return {}
 
+    def _realm_problem(self, realm: str, *, with_credentials: bool) -> str | None:
+        """Why the token service a challenge names must not be asked, or None. It must be on the
+        registry's host (or a host KNOWN_TOKEN_REALMS or KAITO_OCI_TOKEN_REALMS names), over
+        HTTPS; credentials go over plain HTTP only to loopback, with plain_http=True."""
+        parts = urlsplit(realm)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return "is not an http(s) URL"
+        host = parts.hostname.lower()
+        registry_host = urlsplit(f"//{self.host}").hostname or ""
+        trusted = {registry_host, *KNOWN_TOKEN_REALMS.get(registry_host, ())}
+        if host not in trusted | _listed("KAITO_OCI_TOKEN_REALMS"):
+            return (
+                f"is on another host than the registry ({registry_host}); list it in "
+                "KAITO_OCI_TOKEN_REALMS if that token service is the registry's"
+            )
+        if parts.scheme == "http":
+            if with_credentials and not (self.plain_http is True and _is_loopback(host)):
+                return (
+                    "is plain HTTP: credentials go unencrypted only to a loopback token "
+                    "service of a registry pulled with plain_http=True"
+                )
+            if not self.base.startswith("http://"):
+                return "is plain HTTP while the registry speaks HTTPS"
+        if host == registry_host:
+            return None  # the registry's own host passed the policy already
+        return network.registry_problem(parts.netloc, allowed=self.allowed)
+
     def _authenticate(self, response, scope: str) -> bool:
         """Answer a 401's challenge; True when a retry can succeed."""
         header = response.headers.get("WWW-Authenticate", "")
@@ -121,12 +194,20 @@ class Registry:
         if creds and creds.registry_token:
             self._tokens[scope] = creds.registry_token
             return True
+        realm = params["realm"]
+        sending = bool(creds and (creds.identity_token or creds.basic()))
+        if problem := self._realm_problem(realm, with_credentials=sending):
+            raise OCIError(
+                f"registry {self.registry} names the token service {realm}, which {problem}: "
+                "refused",
+                reason="RegistryUnauthorized",
+            )
         # The challenge's scope names what this request needs; ask for ours too (push+pull).
         scopes = sorted({scope, params.get("scope", "")} - {""})
         query = {"service": params.get("service", ""), "scope": scopes}
         if creds and creds.identity_token:
             reply = self.session.post(
-                params["realm"],
+                realm,
                 data={
                     "grant_type": "refresh_token",
                     "refresh_token": creds.identity_token,
@@ -135,25 +216,50 @@ class Registry:
                     "client_id": "kaito-jupyter",
                 },
                 timeout=self.timeout,
+                allow_redirects=False,
             )
         else:
             auth = creds.basic() if creds else None
-            reply = self.session.get(params["realm"], params=query, auth=auth, timeout=self.timeout)
+            reply = self.session.get(
+                realm, params=query, auth=auth, timeout=self.timeout, allow_redirects=False
+            )
         if reply.status_code in (401, 403):
             return False
         if reply.status_code != 200:
             raise OCIError(
-                f"token service {params['realm']} answered {reply.status_code}: {reply.text[:200]}",
+                f"token service {realm} answered {reply.status_code}: {reply.text[:200]}",
                 reason="RegistryUnauthorized",
             )
-        body = reply.json()
-        token = body.get("token") or body.get("access_token")
-        if not token:
+        try:
+            body = reply.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not token or not isinstance(token, str):
             raise OCIError(
-                f"token service {params['realm']} returned no token", reason="RegistryUnauthorized"
+                f"token service {realm} returned no token", reason="RegistryUnauthorized"
             )
         self._tokens[scope] = token
         return True
+
+    def _same_origin(self, url: str) -> bool:
+        return _origin(url) == _origin(self.base)
+
+    def _check_target(self, url: str, what: str) -> None:
+        """A URL the registry sent us to (an upload Location, a redirect): http(s), to a host
+        the registry policy allows, and HTTPS unless the registry itself speaks plain HTTP."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise OCIError(
+                f"registry {self.registry} sent {what} to {url!r}", reason="InvalidImage"
+            )
+        if parts.scheme == "http" and not self.base.startswith("http://"):
+            raise OCIError(
+                f"registry {self.registry} sent {what} to plain-HTTP {url}: refused",
+                reason="RegistryNotAllowed",
+            )
+        if problem := network.registry_problem(parts.netloc, allowed=self.allowed):
+            raise OCIError(f"{what} at {url}: {problem}", reason="RegistryNotAllowed")
 
     def request(
         self,
@@ -167,15 +273,22 @@ class Registry:
         stream: bool = False,
         what: str = "",
     ):
-        """One API call: retried with backoff on 429/5xx and connection errors, 401s answered."""
+        """One API call: retried with backoff on 429/5xx and connection errors, 401s answered.
+
+        Credentials go only to the registry's own origin: an absolute URL (an upload Location)
+        or a redirect elsewhere is followed without them, once checked (_check_target)."""
         import requests
 
-        url = url if url.startswith("http") else self.base + url
+        if url.startswith(("http://", "https://")):
+            self._check_target(url, what or "a request")
+        else:
+            url = self.base + url
         ok = tuple(ok)
         authenticated = False
-        attempt = 0
+        attempt = redirects = 0
         while True:
             attempt += 1
+            own = self._same_origin(url)
             payload: Any = body
             handle = None
             if isinstance(body, Path):
@@ -185,14 +298,14 @@ class Registry:
                     method,
                     url,
                     data=payload,
-                    headers={**(headers or {}), **self._authorization(scope)},
+                    headers={**(headers or {}), **(self._authorization(scope) if own else {})},
                     stream=stream,
                     timeout=self.timeout,
-                    allow_redirects=True,
+                    allow_redirects=False,  # followed below, each target checked
                 )
             except requests.RequestException as exc:
                 if attempt <= self.retries:
-                    time.sleep(min(0.5 * 2 ** (attempt - 1), 8))
+                    self.sleep(retry.backoff(attempt))
                     continue
                 raise OCIError(
                     f"cannot reach registry {self.registry} ({what or url}): {exc}",
@@ -202,15 +315,22 @@ class Registry:
             finally:
                 if handle is not None:
                     handle.close()
-            if response.status_code == 401 and not authenticated:
+            if response.is_redirect and method in ("GET", "HEAD"):
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise OCIError(f"too many redirects for {what or url}", reason="InvalidImage")
+                target = urljoin(url, response.headers["Location"])
+                response.close()
+                self._check_target(target, f"a redirect for {what or url}")
+                url, attempt = target, attempt - 1
+                continue
+            if response.status_code == 401 and own and not authenticated:
                 authenticated = True
                 if self._authenticate(response, scope):
                     continue
             if response.status_code in RETRY_STATUS and attempt <= self.retries:
-                delay = float(
-                    response.headers.get("Retry-After") or min(0.5 * 2 ** (attempt - 1), 8)
-                )
-                time.sleep(min(delay, 30))
+                self.sleep(retry.delay(attempt, response.headers.get("Retry-After")))
+                response.close()
                 continue
             if response.status_code in ok:
                 return response
@@ -239,21 +359,38 @@ class Registry:
     # manifests
 
     def get_manifest(self, ref: Reference) -> tuple[dict[str, Any], str, str]:
-        """(manifest, media type, digest) of `ref`; an index is returned as is."""
+        """(manifest, media type, digest) of `ref`; an index is returned as is. A manifest pinned
+        by digest is checked against it; one larger than MAX_MANIFEST is refused."""
         response = self.request(
             "GET",
             f"/v2/{ref.repository}/manifests/{ref.reference}",
             scope=f"repository:{ref.repository}:pull",
             headers={"Accept": ", ".join(MANIFEST_TYPES)},
+            stream=True,
             what=f"manifest {ref}",
         )
-        raw = response.content
-        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        if ref.digest and ref.digest.startswith("sha256:") and ref.digest != digest:
+        raw = bytearray()
+        with contextlib.closing(response):
+            for chunk in response.iter_content(CHUNK):
+                raw += chunk
+                if len(raw) > MAX_MANIFEST:
+                    raise OCIError(
+                        f"manifest of {ref} is larger than {MAX_MANIFEST} bytes",
+                        reason="InvalidImage",
+                    )
+        raw = bytes(raw)
+        algorithm = ref.digest.partition(":")[0] if ref.digest else "sha256"
+        digest = f"{algorithm}:{hashlib.new(algorithm, raw).hexdigest()}"
+        if ref.digest and ref.digest != digest:
             raise OCIError(f"manifest of {ref} has digest {digest}", reason="DigestMismatch")
-        manifest = json.loads(raw)
+        try:
+            manifest = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise OCIError(f"manifest of {ref} is not JSON: {exc}", reason="InvalidImage") from None
+        if not isinstance(manifest, dict):
+            raise OCIError(f"manifest of {ref} is not a JSON object", reason="InvalidImage")
         media_type = manifest.get("mediaType") or response.headers.get("Content-Type", "")
-        return manifest, media_type.split(";")[0].strip(), digest
+        return manifest, str(media_type).split(";")[0].strip(), digest
 
     def put_manifest(self, ref: Reference, manifest: bytes, media_type: str) -> str:
         """Upload a manifest under `ref`'s tag (or digest); returns its digest."""
@@ -307,31 +444,65 @@ class Registry:
         )
 
     def fetch_blob(self, repository: str, descriptor: dict[str, Any], dest: BinaryIO) -> None:
-        """Stream a blob into `dest`, checking its size and sha256 digest."""
-        digest = descriptor["digest"]
-        response = self.request(
-            "GET",
-            f"/v2/{repository}/blobs/{digest}",
-            scope=f"repository:{repository}:pull",
-            stream=True,
-            what=f"blob {digest}",
-        )
-        hasher = hashlib.sha256()
-        size = 0
-        for chunk in response.iter_content(CHUNK):
-            hasher.update(chunk)
-            size += len(chunk)
-            dest.write(chunk)
-        algorithm, _, expected = digest.partition(":")
-        if algorithm == "sha256" and hasher.hexdigest() != expected:
+        """Stream a blob into `dest` (seekable), verifying its size and digest as it arrives.
+
+        A connection dropped mid-blob resumes where it stopped (an HTTP Range request; from the
+        start if the registry ignores the range), after a backoff, up to `retries` times."""
+        import requests
+
+        digest = checked_digest(descriptor, f"blob of {repository}")
+        expected = descriptor.get("size")
+        algorithm, _, encoded = digest.partition(":")
+        hasher = hashlib.new(algorithm)
+        received = drops = 0
+        while True:
+            response = self.request(
+                "GET",
+                f"/v2/{repository}/blobs/{digest}",
+                scope=f"repository:{repository}:pull",
+                ok=(200, 206),
+                headers={"Range": f"bytes={received}-"} if received else None,
+                stream=True,
+                what=f"blob {digest}",
+            )
+            resumed = response.status_code == 206 and response.headers.get(
+                "Content-Range", ""
+            ).startswith(f"bytes {received}-")
+            if received and not resumed:  # the range was ignored: start over
+                dest.seek(0)
+                dest.truncate()
+                hasher, received = hashlib.new(algorithm), 0
+            try:
+                with contextlib.closing(response):
+                    for chunk in response.iter_content(CHUNK):
+                        received += len(chunk)
+                        if expected is not None and received > expected:
+                            raise OCIError(
+                                f"blob {digest} is larger than the {expected} bytes its "
+                                "manifest declares",
+                                reason="DigestMismatch",
+                            )
+                        hasher.update(chunk)
+                        dest.write(chunk)
+                break
+            except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
+                drops += 1
+                if drops > self.retries:
+                    raise OCIError(
+                        f"the connection to registry {self.registry} dropped {drops} times while "
+                        f"downloading blob {digest} ({received} of {expected or '?'} bytes): {exc}",
+                        reason="DownloadInterrupted",
+                        hint="check the network to the registry; a retried pull resumes the blob",
+                    ) from None
+                self.sleep(retry.backoff(drops))
+        if hasher.hexdigest() != encoded:
             raise OCIError(
-                f"blob {digest} arrived with digest sha256:{hasher.hexdigest()}",
+                f"blob {digest} arrived with digest {algorithm}:{hasher.hexdigest()}",
                 reason="DigestMismatch",
             )
-        if "size" in descriptor and size != descriptor["size"]:
+        if expected is not None and received != expected:
             raise OCIError(
-                f"blob {digest} is {size} bytes, expected {descriptor['size']}",
-                reason="DigestMismatch",
+                f"blob {digest} is {received} bytes, expected {expected}", reason="DigestMismatch"
             )
 
     def blob_bytes(self, repository: str, descriptor: dict[str, Any]) -> bytes:

@@ -42,7 +42,8 @@ def test_tuned_adapter_round_trips_through_the_registry(oci_registry, tiny_model
     result = run_tuning(tmp_path, "--model", str(tiny_model), "--method", "qlora", "--input", str(data),
                         "--output", image, "--config", str(config), "--max-steps", "30",
                         "--push-secret", str(secret.parent),
-                        KAITO_TUNING_WORKDIR=str(tmp_path / "work"))  # fmt: skip
+                        KAITO_TUNING_WORKDIR=str(tmp_path / "work"),
+                        KAITO_ALLOWED_PRIVATE_REGISTRIES=oci_registry)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     done = events(result.stdout)[-1]
     assert done["event"] == "completed" and done["image"] == image

@@ -78,10 +78,16 @@ def test_missing_image_and_missing_registry_fail_with_reasons(oci_registry, tmp_
     assert err.value.reason == "ImageNotFound"
     assert not (tmp_path / "x").exists()
 
-    client = oci.Registry("127.0.0.1:9", retries=0, timeout=2)
+    client = oci.Registry("127.0.0.1:9", retries=0, timeout=2, allowed=["127.0.0.1:9"])
     with pytest.raises(oci.OCIError) as err:
         client.get_manifest(oci.parse_reference("127.0.0.1:9/a/b:1"))
     assert err.value.reason == "RegistryUnreachable"
+    # A loopback registry the setting does not list is refused before anything is sent.
+    with pytest.raises(oci.OCIError) as err:
+        oci.pull_adapter("127.0.0.1:9/a/b:1", tmp_path / "x")
+    assert err.value.reason == "RegistryNotAllowed" and "allowed_private_registries" in str(
+        err.value
+    )
 
 
 def _tar(files: dict[str, bytes], *, extra: list[tarfile.TarInfo] = ()) -> bytes:

@@ -28,7 +28,7 @@ from kaito_jupyter.runtimes import oci
 
 from tests.testbed.ports import LOOPBACK, free_port
 from tests.testbed.processes import Supervisor, wait_until
-from tests.testbed.registry import registry_binary, registry_config
+from tests.testbed.registry import allow_registry, registry_binary, registry_config
 
 USER, PASSWORD = "kaito", "s3cret-pass"
 
@@ -60,6 +60,7 @@ def _start(
         )
 
     wait_until(answers, timeout=30, what=f"{name} at {address}", programs=[program])
+    allow_registry(address)
     return address, supervisor
 
 
@@ -167,6 +168,7 @@ class _TokenService:
         self.bundle = tmp / "token-root.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.requests: list[dict] = []
+        self.authorized = 0  # requests that carried the right Basic credentials
         service_ref = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -180,6 +182,7 @@ class _TokenService:
                 authorized = (
                     header == "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
                 )
+                service_ref.authorized += authorized
                 if header and not authorized:
                     self.send_response(401)
                     self.end_headers()
@@ -252,8 +255,16 @@ def test_bearer_token_auth(token_registry, tmp_path, monkeypatch):
 
     # Without a secret, ~/.docker/config.json ($DOCKER_CONFIG) is used, as docker and oras do.
     (tmp_path / "docker" / "config.json").write_text(json.dumps(_docker_config(address)))
-    digest = oci.push_directory(src, ref)
+    # The token service is plain HTTP: the credentials go there only when plain HTTP was asked
+    # for explicitly (it is on loopback); otherwise nothing is sent and the push is refused.
+    before = len(tokens.requests)
+    with pytest.raises(oci.OCIError) as err:
+        oci.push_directory(src, ref)
+    assert err.value.reason == "RegistryUnauthorized" and "plain HTTP" in err.value.message
+    assert len(tokens.requests) == before
+    digest = oci.push_directory(src, ref, plain_http=True)
+    assert tokens.authorized, "the token service never saw the credentials"
     assert any("repository:team/tuned:pull,push" in q.get("scope", []) for q in tokens.requests)
     assert all(q.get("service") == [tokens.service] for q in tokens.requests)
-    pulled = oci.pull_adapter(f"{address}/team/tuned@{digest}", tmp_path / "out")
+    pulled = oci.pull_adapter(f"{address}/team/tuned@{digest}", tmp_path / "out", plain_http=True)
     assert (pulled / "adapter_model.safetensors").read_bytes() == b"\0" * 64

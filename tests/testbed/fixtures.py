@@ -18,7 +18,7 @@ import pytest
 
 from tests.testbed.bed import Testbed
 from tests.testbed.processes import Supervisor
-from tests.testbed.registry import start_registry
+from tests.testbed.registry import allow_registry, start_registry
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +55,12 @@ def arm(_arm_session):
 
 @pytest.fixture(scope="session")
 def oci_registry(tmp_path_factory) -> Iterator[str]:
-    """`host:port` of a real OCI registry (plain HTTP, no auth) on 127.0.0.1, for the session."""
+    """`host:port` of a real OCI registry (plain HTTP, no auth) on 127.0.0.1, for the session;
+    allowed explicitly (allowed_private_registries), as a private registry must be."""
     supervisor = Supervisor(tmp_path_factory.mktemp("oci-registry"))
     try:
-        yield start_registry(supervisor, supervisor.log_dir)
+        address = start_registry(supervisor, supervisor.log_dir)
+        allow_registry(address)
+        yield address
     finally:
         supervisor.stop_all()

@@ -21,8 +21,19 @@ INSTALL_HINT = (
 )
 
 
+ALLOW_ENV = "KAITO_ALLOWED_PRIVATE_REGISTRIES"  # the allowed_private_registries setting
+
+
 class RegistryMissing(RuntimeError):
     pass
+
+
+def allow_registry(address: str) -> None:
+    """Let the OCI client (in this process and the ones it starts) reach a loopback registry of
+    the test bed: the product refuses private registries unless the setting lists them."""
+    listed = [a for a in os.environ.get(ALLOW_ENV, "").split(",") if a]
+    if address not in listed:
+        os.environ[ALLOW_ENV] = ",".join([*listed, address])
 
 
 def registry_binary() -> str:
