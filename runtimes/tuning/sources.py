@@ -2,7 +2,8 @@
 
 Each input becomes local data files under the job's work directory. URLs obey the workspace
 API's SSRF rules (kaito_jupyter.api.network), re-checked on every address the host resolves to
-and on every redirect; downloads are retried with backoff and bounded by the disk budget.
+and on every redirect, and the connection goes to the address that was checked (pinned.py);
+downloads resume or are retried with backoff, and are bounded by the disk budget.
 
 Loopback and private addresses are refused unless KAITO_TUNING_ALLOW_PRIVATE_URLS=1: an explicit
 switch for tests and air-gapped clusters that serve data from inside, announced on stderr when on.
@@ -17,14 +18,18 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
+from kaito_jupyter.runtimes import retry
 from kaito_jupyter.runtimes.oci.reference import looks_like_image
 
 from kaito_jupyter.api import network
 from kaito_jupyter.errors import RuntimeFailure
 
+from . import pinned
+
 EXTENSIONS = (".parquet", ".csv", ".json", ".jsonl")
 ALLOW_PRIVATE_ENV = "KAITO_TUNING_ALLOW_PRIVATE_URLS"
 _CHUNK = 1 << 20
+_RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
 def data_files(root: Path) -> list[Path]:
@@ -50,27 +55,59 @@ def _tolerated(reason: str | None) -> bool:
     return private_allowed() and network.tolerable(reason)
 
 
-def check_url(url: str) -> None:
-    """Refuse a URL the workspace API would refuse, and hosts resolving to private addresses."""
+def check_url(url: str) -> list[str]:
+    """Refuse a URL the workspace API would refuse; resolve its host once and refuse it if any
+    address is private. Returns the checked addresses: connect to those (pinned.get), never
+    to what a second resolution says."""
     parts = urlsplit(url)
     problem = network.check_url(url)
     host_reason = network.blocked_reason(parts.hostname or "") if parts.hostname else None
     if problem and not (host_reason and _tolerated(host_reason)):
         raise RuntimeFailure(f"input URL {url} {problem}", reason="InvalidInputURL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
     except OSError as exc:
         raise RuntimeFailure(
             f"cannot resolve the host of input URL {url}: {exc}", reason="DatasetDownloadFailed"
         ) from exc
-    for info in infos:
-        address = info[4][0]
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    for address in addresses:
         reason = network.blocked_reason(address)
         if not _tolerated(reason):
             raise RuntimeFailure(
                 f"input URL {url} resolves to {address}, which {reason}; only public hosts are allowed",
                 reason="InvalidInputURL",
             )
+    return addresses
+
+
+def _get(url: str, headers: dict[str, str], timeout: float):
+    """GET `url`, following redirects (at most 5), each target resolved, checked and connected
+    to as checked; the response of the last one."""
+    import urllib3
+
+    for _ in range(6):
+        failure: Exception | None = None
+        for address in check_url(url):
+            try:
+                response = pinned.get(url, address, headers=headers, timeout=timeout)
+                break
+            except urllib3.exceptions.NewConnectionError as exc:  # the next address, if any
+                failure = exc
+        else:
+            assert failure is not None  # getaddrinfo gives an address or raises
+            raise failure
+        if response.status not in (301, 302, 303, 307, 308):
+            return response
+        location = response.headers.get("Location")
+        response.release_conn()
+        if not location:
+            raise RuntimeFailure(
+                f"input URL {url} redirected nowhere", reason="DatasetDownloadFailed"
+            )
+        url = urljoin(url, location)
+    raise RuntimeFailure(f"too many redirects fetching {url}", reason="DatasetDownloadFailed")
 
 
 def _file_name(url: str, index: int, content_type: str) -> str:
@@ -93,58 +130,75 @@ def download(
     retries: int = 4,
     timeout: float = 30,
 ) -> Path:
-    """Fetch one URL into dest_dir, following (checked) redirects, retrying transient failures."""
-    import requests
+    """Fetch one URL into dest_dir, following (checked) redirects. Transient failures (a refused
+    or dropped connection, 429, 5xx) are retried after the server's Retry-After or a backoff
+    with jitter; a transfer that dropped part-way resumes with a Range request when the server
+    names the version it sends (ETag or Last-Modified), else starts over."""
+    import urllib3
 
-    check_url(url)
+    target: Path | None = None
+    written = 0
+    validator: str | None = None  # what the partial file holds, for If-Range
     last: Exception | str = ""
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(min(0.5 * 2 ** (attempt - 1), 8))
-        current = url
-        try:
-            for _ in range(6):  # redirects, each re-checked
-                response = requests.get(
-                    current, stream=True, timeout=timeout, allow_redirects=False
-                )
-                if response.is_redirect:
-                    current = urljoin(current, response.headers["Location"])
-                    check_url(current)
-                    response.close()
-                    continue
-                break
-            else:
-                raise RuntimeFailure(
-                    f"too many redirects fetching {url}", reason="DatasetDownloadFailed"
-                )
-            if response.status_code in (429, 500, 502, 503, 504):
-                last = f"HTTP {response.status_code}"
-                continue
-            if response.status_code != 200:
-                raise RuntimeFailure(
-                    f"input URL {url} answered HTTP {response.status_code}",
-                    reason="DatasetDownloadFailed",
-                    hint="check that the URL is right and publicly readable",
-                )
-            # A declared size over budget fails before the download; the count catches liars.
-            budget.check(int(response.headers.get("Content-Length") or 0), what=url)
-            target = dest_dir / _file_name(url, index, response.headers.get("Content-Type", ""))
-            partial = target.with_name(target.name + ".part")
-            written = 0
+    wait: str | None = None  # the last answer's Retry-After
+    try:
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(retry.delay(attempt, wait))
+                wait = None
+            resume = validator and written
+            headers = {"Range": f"bytes={written}-", "If-Range": validator} if resume else {}
             try:
-                with open(partial, "wb") as handle:
-                    for chunk in response.iter_content(_CHUNK):
+                response = _get(url, headers, timeout)
+            except urllib3.exceptions.HTTPError as exc:
+                last = exc
+                continue
+            try:
+                if response.status in _RETRY_STATUS:
+                    last, wait = f"HTTP {response.status}", response.headers.get("Retry-After")
+                    continue
+                if response.status not in (200, 206):
+                    raise RuntimeFailure(
+                        f"input URL {url} answered HTTP {response.status}",
+                        reason="DatasetDownloadFailed",
+                        hint="check that the URL is right and publicly readable",
+                    )
+                if target is None:
+                    name = _file_name(url, index, response.headers.get("Content-Type", ""))
+                    target = dest_dir / name
+                resumed = response.status == 206 and response.headers.get(
+                    "Content-Range", ""
+                ).startswith(f"bytes {written}-")
+                if not resumed:
+                    written = 0
+                # Resumable when the server names this version and sends the bytes as stored.
+                validator = (
+                    None
+                    if response.headers.get("Content-Encoding")
+                    else response.headers.get("ETag") or response.headers.get("Last-Modified")
+                )
+                # A declared size over budget fails before the download; the count catches liars.
+                budget.check(written + int(response.headers.get("Content-Length") or 0), what=url)
+                partial = target.with_name(target.name + ".part")
+                with open(partial, "ab" if resumed else "wb") as handle:
+                    for chunk in response.stream(_CHUNK):
                         written += len(chunk)
                         budget.check(written, what=url)
                         handle.write(chunk)
-            except BaseException:
-                partial.unlink(missing_ok=True)
-                raise
+            except urllib3.exceptions.HTTPError as exc:  # dropped mid-body, a read timeout
+                last = exc
+                continue
+            finally:
+                response.release_conn()
             budget.add(written)
             partial.replace(target)
             return target
-        except requests.RequestException as exc:
-            last = exc
+    except BaseException:
+        if target is not None:
+            target.with_name(target.name + ".part").unlink(missing_ok=True)
+        raise
+    if target is not None:
+        target.with_name(target.name + ".part").unlink(missing_ok=True)
     raise RuntimeFailure(
         f"could not download input URL {url} after {retries + 1} attempts: {last}",
         reason="DatasetDownloadFailed",

@@ -33,7 +33,7 @@ Answer = Callable[[BaseHTTPRequestHandler], None]
 
 
 class Adversary:
-    def __init__(self, host: str = LOOPBACK):
+    def __init__(self, host: str = LOOPBACK, port: int = 0):
         self.routes: list[tuple[str, re.Pattern, Answer]] = []
         self.requests: list[Seen] = []
         self.calls: dict[str, int] = {}  # route pattern -> times answered
@@ -62,7 +62,7 @@ class Adversary:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _answer
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.host = host
         self.port = self.server.server_address[1]
@@ -111,11 +111,13 @@ def sequence(*answers: Answer) -> Answer:
     return answer
 
 
-def dropping(body: bytes, *, after: int) -> Answer:
+def dropping(body: bytes, *, after: int, headers: dict[str, str] | None = None) -> Answer:
     """Promise all of `body`, send its first `after` bytes, and close the connection."""
 
     def answer(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body[:after])
@@ -126,16 +128,18 @@ def dropping(body: bytes, *, after: int) -> Answer:
     return answer
 
 
-def ranged(body: bytes) -> Answer:
+def ranged(body: bytes, headers: dict[str, str] | None = None) -> Answer:
     """Serve `body`, honouring `Range: bytes=N-` with a 206."""
 
     def answer(handler: BaseHTTPRequestHandler) -> None:
         match = re.fullmatch(r"bytes=(\d+)-", handler.headers.get("Range", ""))
         if not match:
-            return reply(200, body)(handler)
+            return reply(200, body, headers)(handler)
         start = int(match.group(1))
         content_range = f"bytes {start}-{len(body) - 1}/{len(body)}"
-        return reply(206, body[start:], {"Content-Range": content_range})(handler)
+        return reply(206, body[start:], {"Content-Range": content_range, **(headers or {})})(
+            handler
+        )
 
     return answer
 
