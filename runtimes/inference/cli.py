@@ -59,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH_OR_IMAGE[:STRENGTH]",
         help="a LoRA adapter (directory or image) served as model NAME; strength in [0, 1]",
     )
-    p.add_argument("--host", default="0.0.0.0")
+    # Loopback unless told: the container image passes --host 0.0.0.0 itself (runtimes/Dockerfile).
+    p.add_argument("--host", default="127.0.0.1", help="where to listen (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--served-model-name", help="the model name clients use (default: the preset)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

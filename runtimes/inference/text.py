@@ -41,10 +41,19 @@ class Detokenizer:
 
 
 class StopMatcher:
-    """Finds stop strings in streamed text; holds back text that may begin one."""
+    """Finds stop strings in streamed text; holds back text that may begin one.
+
+    Each stop string runs a Knuth-Morris-Pratt automaton over the text: its state is how much of
+    the stop ends the text so far. A character advances every automaton in amortized constant
+    time, so a push costs O(characters x stops) whatever the stop strings are; the longest state
+    is what must be held back. (Checking every prefix of every stop against the end of the text
+    costs O(length^2) per push, which a client's stop list can make arbitrarily slow.)
+    """
 
     def __init__(self, stops: list[str]):
         self.stops = [s for s in stops if s]
+        self.fallback = [_fallback(s) for s in self.stops]
+        self.state = [0] * len(self.stops)
         self.pending = ""
         self.stopped = False
 
@@ -54,13 +63,27 @@ class StopMatcher:
             return text
         if self.stopped:
             return ""
+        start = len(self.pending)
         self.pending += text
-        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        cut = -1
+        for offset in range(start, len(self.pending)):
+            char = self.pending[offset]
+            for i, stop in enumerate(self.stops):
+                k, fallback = self.state[i], self.fallback[i]
+                while k and stop[k] != char:
+                    k = fallback[k - 1]
+                if stop[k] == char:
+                    k += 1
+                if k == len(stop):  # a whole stop ends here; the earliest start in this push wins
+                    begin = offset + 1 - k
+                    cut = begin if cut < 0 else min(cut, begin)
+                    k = fallback[k - 1]
+                self.state[i] = k
         if cut >= 0:
             self.stopped = True
             out, self.pending = self.pending[:cut], ""
             return out
-        hold = self._partial_suffix()
+        hold = max(self.state)
         out = self.pending[: len(self.pending) - hold]
         self.pending = self.pending[len(self.pending) - hold :]
         return out
@@ -69,12 +92,16 @@ class StopMatcher:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
 
-    def _partial_suffix(self) -> int:
-        """Length of the longest end of `pending` that is a proper prefix of a stop string."""
-        best = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(self.pending)), best, -1):
-                if self.pending.endswith(stop[:n]):
-                    best = n
-                    break
-        return best
+
+def _fallback(stop: str) -> list[int]:
+    """KMP's failure function: for each prefix of `stop`, the length of its longest proper
+    prefix that is also its suffix."""
+    table = [0] * len(stop)
+    k = 0
+    for i in range(1, len(stop)):
+        while k and stop[i] != stop[k]:
+            k = table[k - 1]
+        if stop[i] == stop[k]:
+            k += 1
+        table[i] = k
+    return table

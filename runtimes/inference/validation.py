@@ -7,6 +7,9 @@ import json
 import math
 from typing import Any
 
+MAX_STOPS = 16  # stop strings per request
+MAX_STOP_CHARS = 1024  # characters per stop string
+
 
 class ClientError(Exception):
     def __init__(
@@ -152,14 +155,24 @@ class Fields:
             raise _type_error(self.name(key), "an object", value)
         return Fields(value, prefix=f"{self.name(key)}.")
 
-    def stop(self, key: str = "stop", limit: int = 16) -> list[str]:
+    def stop(self, key: str = "stop") -> list[str]:
+        """Stop strings: at most MAX_STOPS, each at most MAX_STOP_CHARS characters."""
         value = self.body.get(key)
         if value is None:
             return []
-        if isinstance(value, str):
-            return [value]
-        if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not all(isinstance(s, str) for s in values):
             raise _type_error(self.name(key), "a string or an array of strings", value)
-        if len(value) > limit:
-            raise _range_error(self.name(key), f"may hold at most {limit} strings")
-        return list(value)
+        if len(values) > MAX_STOPS:
+            raise _range_error(
+                self.name(key), f"may hold at most {MAX_STOPS} strings, got {len(values)}"
+            )
+        for i, stop in enumerate(values):
+            if len(stop) > MAX_STOP_CHARS:
+                raise ClientError(
+                    f"{self.name(key)}[{i}] is {len(stop)} characters long; a stop string may "
+                    f"be at most {MAX_STOP_CHARS}",
+                    param=self.name(key),
+                    code="invalid_value",
+                )
+        return list(values)

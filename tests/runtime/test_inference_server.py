@@ -217,6 +217,8 @@ BAD = [
     (json.dumps({**CHAT, "temperature": "warm"}).encode(), 400, "temperature"),
     (json.dumps({**CHAT, "top_p": 0}).encode(), 400, "top_p"),
     (json.dumps({**CHAT, "stop": 5}).encode(), 400, "stop"),
+    (json.dumps({**CHAT, "stop": ["x"] * 17}).encode(), 400, "stop"),
+    (json.dumps({**CHAT, "stop": ["x" * 1025]}).encode(), 400, "stop"),
     (json.dumps({**CHAT, "seed": 1.5}).encode(), 400, "seed"),
     (json.dumps({**CHAT, "n": 2}).encode(), 400, "n"),
     (json.dumps({**CHAT, "stream": "yes"}).encode(), 400, "stream"),
