@@ -31,9 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kaito_jupyter.runtimes.local_server import LOOPBACK, NotHealthy, free_port, wait_healthy
 
 try:
     from benchmarks import harness
@@ -48,7 +49,7 @@ PRESET = "smollm2-135m-instruct"
 THREADS = int(os.environ.get("KAITO_BENCH_THREADS", "2"))
 CONCURRENCY = (1, 4, 16, 64)
 NEW_TOKENS = 64
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 PROMPTS = [
     "Write a detailed story about a lighthouse keeper who finds a message in a bottle.",
     "Explain in detail how a bicycle works, part by part.",
@@ -86,14 +87,6 @@ class Peer:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def checkpoint() -> Path:
@@ -150,7 +143,7 @@ def peers(model_dir: Path, threads: int) -> list[Peer]:
 
 
 def start(peer: Peer, threads: int, logs: Path, timeout: float = 300) -> None:
-    peer.port = _free_port()
+    peer.port = free_port()
     args = [*peer.command, "--host", HOST, "--port", str(peer.port)]
     peer.log = logs / f"{peer.key}.log"
     with open(peer.log, "wb") as out:
@@ -162,19 +155,13 @@ def start(peer: Peer, threads: int, logs: Path, timeout: float = 300) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends its children too
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if peer.process.poll() is not None:
-            raise RuntimeError(f"{peer.label} exited:\n{peer.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(peer.url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    stop(peer)
-    raise RuntimeError(f"{peer.label} did not become healthy:\n{peer.log.read_text()[-3000:]}")
+    try:
+        wait_healthy(peer.url, peer.process, timeout=timeout, interval=0.5)
+    except NotHealthy as exc:
+        stop(peer)
+        raise RuntimeError(
+            f"{peer.label}: {exc.message}:\n{peer.log.read_text()[-3000:]}"
+        ) from None
 
 
 def stop(peer: Peer) -> None:

@@ -10,35 +10,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
+
+from kaito_jupyter.runtimes.local_server import LOOPBACK, NotHealthy, free_port, wait_healthy
 
 PRESET = "smollm2-135m-instruct"
 QUESTION = "What is the capital of France?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the inference server exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.3)
-    raise SystemExit(f"the inference server was not healthy within {timeout:.0f} s")
 
 
 def ask(url: str, question: str) -> str:
@@ -61,15 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     question = argv[0] if argv else QUESTION
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{LOOPBACK}:{port}"
     command = [sys.executable, "-m", "kaito_jupyter.runtimes.inference", "--preset", PRESET,
-               "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
+               "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
     print(
         f"$ python -m kaito_jupyter.runtimes.inference --preset {PRESET} --port {port}", flush=True
     )
     server = subprocess.Popen(command)
     try:
-        wait_healthy(url, server)
+        try:
+            wait_healthy(url, server)
+        except NotHealthy as exc:
+            raise SystemExit(exc.message) from None
         print(f"Q: {question}", flush=True)
         print(f"A: {ask(url, question).strip()}", flush=True)
     finally:

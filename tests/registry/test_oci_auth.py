@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from kaito_jupyter.runtimes import oci
+from kaito_jupyter.runtimes.local_server import LOOPBACK, free_port
 
-from tests.testbed.ports import LOOPBACK, free_port
 from tests.testbed.processes import Supervisor, wait_until
 from tests.testbed.registry import allow_registry, registry_binary, registry_config
 

@@ -8,15 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from kaito_jupyter.runtimes.local_server import LOOPBACK, NotHealthy, free_port, wait_healthy
 
 from tests.runtime import tiny
-from tests.testbed.ports import LOOPBACK, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,19 +49,11 @@ class InferenceServer:
         self._wait(timeout)
 
     def _wait(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.logs()}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the server was not healthy within {timeout:.0f} s:\n{self.logs()}")
+        try:
+            wait_healthy(self.url, self.process, timeout=timeout)
+        except NotHealthy as exc:
+            self.stop()
+            raise RuntimeError(f"{exc.message}:\n{self.logs()}") from None
 
     def logs(self) -> str:
         self.log.flush()

@@ -76,7 +76,7 @@ def test_unreachable_hub_is_a_clear_error(tmp_path):
     import subprocess
     import sys
 
-    from tests.testbed.ports import free_port
+    from kaito_jupyter.runtimes.local_server import free_port
 
     env = {
         **os.environ,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.testbed.ports import LOOPBACK
+from kaito_jupyter.runtimes.local_server import LOOPBACK
 
 
 @dataclass

@@ -13,8 +13,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaito_jupyter.runtimes.local_server import LOOPBACK, free_port
+
 from tests.testbed import credentials, kubeconfig, kwok_stages
-from tests.testbed.ports import LOOPBACK, free_port
 from tests.testbed.processes import Program, Supervisor, wait_until
 
 # Nothing is routed: the API server only allocates ClusterIPs from SERVICE_CIDR. Node and pod

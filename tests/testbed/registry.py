@@ -12,7 +12,8 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from tests.testbed.ports import LOOPBACK, free_port
+from kaito_jupyter.runtimes.local_server import LOOPBACK, free_port
+
 from tests.testbed.processes import Supervisor, wait_until
 
 INSTALL_HINT = (

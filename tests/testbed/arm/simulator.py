@@ -21,6 +21,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import trustme
+from kaito_jupyter.runtimes.local_server import LOOPBACK, free_port
 
 from tests.testbed.arm import errors
 from tests.testbed.arm.agent_pools import AgentPools, ClusterIdentity, NodeSink
@@ -29,7 +30,6 @@ from tests.testbed.arm.faults import FaultBook
 from tests.testbed.arm.request_log import RequestLog
 from tests.testbed.arm.server import ArmRequestHandler, Reply, encode_kubeconfig
 from tests.testbed.gpu_nodes import is_ready
-from tests.testbed.ports import LOOPBACK, free_port
 
 
 class KubeNodeSink(NodeSink):
