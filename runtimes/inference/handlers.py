@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tornado import iostream
@@ -34,6 +35,11 @@ class State:
     max_beams: int = kaito_api.MAX_BEAMS
     draining: bool = False
     active: set = field(default_factory=set)  # handlers with a request in flight
+    # Parsing, chat templates and tokenization run here, off the event loop: a 4 MiB prompt
+    # takes seconds to tokenize, and the loop meanwhile streams every other request's tokens.
+    prepare: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="inference-prepare")
+    )
 
 
 class JSONHandler(RequestHandler):
@@ -103,6 +109,7 @@ class Generate(JSONHandler):
         self.size = 0
         self.too_big = False
         self.stream: Stream | None = None
+        self.gone = False  # the client left before its request reached the engine
         self.status = 200
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > self.state.max_body:
@@ -119,6 +126,10 @@ class Generate(JSONHandler):
 
     def job(self, body: dict):
         raise NotImplementedError
+
+    def _parse(self, raw: bytes):
+        """The request body to a Job: JSON, validation, chat template, tokens (in `prepare`)."""
+        return self.job(parse_json(raw))
 
     async def post(self) -> None:
         self.state.active.add(self)
@@ -149,9 +160,14 @@ class Generate(JSONHandler):
             )
         if self.state.draining:
             raise _draining()
-        body = parse_json(b"".join(self.chunks))
-        job = self.job(body)
+        raw, self.chunks = b"".join(self.chunks), []
         loop = asyncio.get_running_loop()
+        job = await loop.run_in_executor(self.state.prepare, self._parse, raw)
+        if self.gone:
+            self.status = 499
+            return
+        if self.state.draining:
+            raise _draining()
         stream = self.stream = Stream(job, self.state.served, self.state.engine, loop)
         try:
             stream.unit = self.state.engine.submit(job.request, stream.sink)
@@ -212,6 +228,7 @@ class Generate(JSONHandler):
             stream.close()
 
     def on_connection_close(self) -> None:
+        self.gone = True
         if self.stream is not None:
             self.stream.close()
 

@@ -72,5 +72,6 @@ class Server:
             self.http.stop()
             await self.http.close_all_connections()
         await loop.run_in_executor(None, self.engine.stop)
+        self.state.prepare.shutdown(wait=False, cancel_futures=True)
         log.info("stopped (%s)", "drained" if finished else "drain timed out")
         self._stopped.set()

@@ -1,13 +1,17 @@
 """Runtime-tier fixtures: tiny models and adapters built once per session, and inference servers
-run as real processes (`python -m kaito_jupyter.runtimes.inference`), one per module or session."""
+run as real processes (`python -m kaito_jupyter.runtimes.inference`), one per module or session,
+or in this process (ThreadServer) where a test holds the engine or tokenizer at a point (Gate)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -92,6 +96,75 @@ class InferenceServer:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    """Wait for a state the test drives towards; the deadline only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not reached within {timeout:.0f} s"
+        time.sleep(0.01)
+
+
+class Gate:
+    """Wraps a callable so that a test decides when calls go through: `allow(n)` lets n calls
+    pass, `open()` all of them; a caller waiting sets `entered`. A test holds the engine or the
+    tokenizer at a chosen point this way and looks at everything else meanwhile."""
+
+    def __init__(self, fn, *, when=lambda *args, **kwargs: True):
+        self.fn, self.when = fn, when
+        self.permits = threading.Semaphore(0)
+        self.entered = threading.Event()
+
+    def allow(self, calls: int = 1) -> None:
+        self.permits.release(calls)
+
+    def open(self) -> None:
+        self.permits.release(10**6)
+
+    def __call__(self, *args, **kwargs):
+        if self.when(*args, **kwargs):
+            self.entered.set()
+            if not self.permits.acquire(timeout=120):
+                raise RuntimeError("the test never let this call through")
+        return self.fn(*args, **kwargs)
+
+
+class ThreadServer:
+    """The inference server in this process, its event loop on a thread of its own: for tests
+    that hold the engine or the tokenizer (Gate) and drive the server by its state."""
+
+    def __init__(self, model_dir: Path, *, max_body: int = 4 << 20, **options):
+        from kaito_jupyter.runtimes.inference.loader import Options, load
+        from kaito_jupyter.runtimes.inference.server import Server
+
+        self.served, self.engine = load(
+            Options(model=str(model_dir), served_name="tiny", **options)
+        )
+        self.server = Server(self.served, self.engine, max_body=max_body)
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.loop: asyncio.AbstractEventLoop | None = None
+        ready = threading.Event()
+
+        async def serve():
+            self.loop = asyncio.get_running_loop()
+            self.server.listen(self.port, LOOPBACK)
+            ready.set()
+            await self.server._stopped.wait()
+
+        self.thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+        self.thread.start()
+        assert ready.wait(60), "the in-process server did not start"
+
+    def shutdown(self):
+        """Start the graceful drain SIGTERM starts; a future of its end."""
+        return asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop)
+
+    def close(self) -> None:
+        if not self.server._stopped.is_set():
+            self.shutdown().result(120)
+        self.thread.join(60)
 
 
 @pytest.fixture(scope="session")
