@@ -12,6 +12,7 @@ from kaito_jupyter.runtimes.inference.loader import AdapterSpec, Options, load
 from kaito_jupyter.runtimes.inference.sampling import SamplingParams
 
 from tests.runtime import tiny
+from tests.runtime.conftest import wait_for
 
 torch.set_num_threads(1)
 
@@ -216,6 +217,35 @@ def test_sampling_is_seeded(runner):
         assert len(sampled(7, **kw)) > 0
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_logits_processors_match_transformers(seed):
+    """top_p, typical_p and repetition_penalty on the same logits as transformers' processors:
+    the same tokens kept, the same values, bitwise."""
+    from kaito_jupyter.runtimes.inference import sampling
+    from transformers import (
+        RepetitionPenaltyLogitsProcessor,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
+
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(320, generator=generator) * 4
+    history = torch.randint(0, 320, (1, 24), generator=generator)
+    for mass in (0.05, 0.3, 0.5, 0.9, 0.99):
+        want = TopPLogitsWarper(mass)(history, logits[None].clone())[0]
+        got = sampling._top_p(logits.clone(), mass)
+        assert torch.equal(got, want), ("top_p", mass)
+        assert 0 < int(torch.isfinite(got).sum()) < 320 or mass >= 0.99
+        want = TypicalLogitsWarper(mass)(history, logits[None].clone())[0]
+        assert torch.equal(sampling._typical(logits.clone(), mass), want), ("typical_p", mass)
+    for penalty in (0.5, 1.3, 2.0):
+        sampler = sampling.Sampler(SamplingParams(repetition_penalty=penalty), frozenset())
+        got = sampler.adjust(logits.clone(), history[0].tolist(), generated=0)
+        want = RepetitionPenaltyLogitsProcessor(penalty)(history, logits[None].clone())[0]
+        assert torch.equal(got, want), ("repetition_penalty", penalty)
+        assert not torch.equal(got, logits)
+
+
 def test_min_new_tokens_and_max_new_tokens(runner):
     request = runner.request(PROMPTS[0], 30, params=SamplingParams(min_new_tokens=30))
     _, done, result = runner.submit(request)
@@ -256,17 +286,12 @@ def test_adapters_mixed_in_one_batch(runner):
 
 def test_cancel_frees_the_slot(runner):
     unit, done, result = runner.submit(runner.request(PROMPTS[2], 400 - 80))
-    while not result["tokens"]:
-        threading.Event().wait(0.01)
+    wait_for(lambda: result["tokens"] or done.is_set(), "the first token")
+    assert not done.is_set(), "it finished before it could be cancelled"
     runner.engine.cancel(unit)
     assert done.wait(30)
     assert result["reason"] == CANCELLED
-    deadline = threading.Event()
-    for _ in range(200):
-        if runner.engine.running == 0:
-            break
-        deadline.wait(0.02)
-    assert runner.engine.running == 0
+    wait_for(lambda: runner.engine.running == 0, "the slot freed")
 
 
 def test_preemption_keeps_outputs(tiny_model):
@@ -280,8 +305,7 @@ def test_preemption_keeps_outputs(tiny_model):
         want = roomy.batch(requests)
         got = cramped.batch(requests)
         assert cramped.engine.preemptions > 0
-        assert [len(g) for g in got] == [len(w) for w in want]
-        assert sum(g == w for g, w in zip(got, want, strict=True)) >= len(want) - 1
+        assert got == want  # bitwise: a recomputed cache gives the same tokens
     finally:
         roomy.close()
         cramped.close()
