@@ -8,6 +8,7 @@ so every process points at the same backend.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -80,6 +81,27 @@ ENVIRONMENT = {
 # Settings that are booleans; the environment and hand-written files spell them as words.
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+
+
+CACHE_ENV = "KAITO_JUPYTER_CACHE"
+OLD_CACHE_ENV = "KAITO_CACHE_DIR"  # its name before; still read, with a DeprecationWarning
+
+
+def cache_root(environ: dict[str, str] | None = None) -> Path:
+    """Where everything expensive is kept, outside any repository: converted checkpoints,
+    downloads, pulled images, tuning work directories, the test bed's builds.
+    KAITO_JUPYTER_CACHE, else ~/.cache/kaito-jupyter."""
+    environ = os.environ if environ is None else environ
+    if environ.get(CACHE_ENV):
+        return Path(environ[CACHE_ENV])
+    if environ.get(OLD_CACHE_ENV):
+        warnings.warn(
+            f"{OLD_CACHE_ENV} is deprecated: set {CACHE_ENV} instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Path(environ[OLD_CACHE_ENV])
+    return Path.home() / ".cache" / "kaito-jupyter"
 
 
 def config_dir() -> Path:

@@ -27,15 +27,13 @@ from pathlib import Path
 
 from kaito_jupyter.runtimes.oci import reference as oci_reference
 
-from kaito_jupyter import catalog
+from kaito_jupyter import catalog, config
 from kaito_jupyter.errors import RuntimeFailure
 
 Progress = Callable[[str], None]
 
 
-def cache_root() -> Path:
-    """~/.cache/kaito-jupyter (or KAITO_CACHE_DIR): converted checkpoints, downloads."""
-    return Path(os.environ.get("KAITO_CACHE_DIR") or Path.home() / ".cache" / "kaito-jupyter")
+cache_root = config.cache_root  # KAITO_JUPYTER_CACHE: converted checkpoints, downloads
 
 
 def _stderr(message: str) -> None:

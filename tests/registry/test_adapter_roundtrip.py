@@ -57,7 +57,7 @@ def test_tuned_adapter_round_trips_through_the_registry(oci_registry, tiny_model
         ["--model", str(tiny_model), "--served-model-name", "tiny",
          "--adapter", f"tuned={image}:1.0", "--adapter", f"off={image}:0.0"],
         tmp_path / "server.log",
-        env={"KAITO_CACHE_DIR": str(tmp_path / "cache")},
+        env={"KAITO_JUPYTER_CACHE": str(tmp_path / "cache")},
     )  # fmt: skip
     try:
         answers = {}

@@ -35,7 +35,7 @@ def test_weights_and_adapter_images(oci_registry, tiny_model, tiny_adapters, tin
             f"pulled-full={adapter}",
         ],
         tmp_path / "server.log",
-        env={"KAITO_CACHE_DIR": str(cache)},
+        env={"KAITO_JUPYTER_CACHE": str(cache)},
     )
     try:
         assert "pulling weights image" in server.logs()
@@ -64,7 +64,7 @@ def test_missing_image_is_a_clear_error(oci_registry, tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env={**__import__("os").environ, "KAITO_CACHE_DIR": str(tmp_path)},
+        env={**__import__("os").environ, "KAITO_JUPYTER_CACHE": str(tmp_path)},
     )
     assert result.returncode == 2
     assert "error: could not pull weights image" in result.stderr
@@ -80,7 +80,7 @@ def test_unreachable_hub_is_a_clear_error(tmp_path):
 
     env = {
         **os.environ,
-        "KAITO_CACHE_DIR": str(tmp_path),
+        "KAITO_JUPYTER_CACHE": str(tmp_path),
         "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens there
         "HF_HUB_DISABLE_XET": "1",
     }

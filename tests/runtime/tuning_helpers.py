@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kaito_jupyter import config
+
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
 THINGS = ["apple", "sky", "grass", "sun", "plum", "carrot", "night", "snow", "lemon", "leaf"]
 
@@ -74,9 +76,7 @@ def tuning_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(
         OMP_NUM_THREADS="1",
         KAITO_TERMINATION_LOG=str(tmp_path / "termination-log"),
-        KAITO_CACHE_DIR=os.environ.get(
-            "KAITO_CACHE_DIR", str(Path.home() / ".cache" / "kaito-jupyter")
-        ),
+        KAITO_JUPYTER_CACHE=str(config.cache_root()),
         PYTHONWARNINGS="ignore",
     )
     env.update(extra)

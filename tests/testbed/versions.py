@@ -7,8 +7,9 @@ and one `go build` compiles their common packages once.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from kaito_jupyter import config
 
 KUBERNETES = "v1.37.2"
 ETCD = "v3.7.0"
@@ -19,10 +20,7 @@ KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 BINARIES = ("etcd", *KUBE_COMMANDS, "kwok")
 
 
-def cache_root() -> Path:
-    """Everything expensive lives here, outside the repository (KAITO_JUPYTER_CACHE overrides)."""
-    override = os.environ.get("KAITO_JUPYTER_CACHE")
-    return Path(override) if override else Path.home() / ".cache" / "kaito-jupyter"
+cache_root = config.cache_root  # everything expensive, outside the repository
 
 
 def tag() -> str:

@@ -110,3 +110,26 @@ def test_allowed_private_registries_from_file_and_environment(tmp_path):
     path.write_text("allowed_private_registries: registry.local\n")
     with pytest.raises(KaitoError, match="allowed_private_registries must be a list"):
         config.load(path, environ={})
+
+
+def test_one_cache_root_for_runtimes_and_the_test_bed(tmp_path, monkeypatch):
+    from kaito_jupyter.runtimes import weights
+
+    from tests.testbed import versions
+
+    monkeypatch.delenv("KAITO_CACHE_DIR", raising=False)
+    monkeypatch.setenv("KAITO_JUPYTER_CACHE", str(tmp_path / "cache"))
+    assert (
+        config.cache_root() == weights.cache_root() == versions.cache_root() == tmp_path / "cache"
+    )
+    # The old name still works, with a warning, and yields to the new one.
+    monkeypatch.delenv("KAITO_JUPYTER_CACHE")
+    monkeypatch.setenv("KAITO_CACHE_DIR", str(tmp_path / "old"))
+    with pytest.warns(DeprecationWarning, match="KAITO_JUPYTER_CACHE"):
+        assert weights.cache_root() == tmp_path / "old"
+    monkeypatch.setenv("KAITO_JUPYTER_CACHE", str(tmp_path / "new"))
+    assert config.cache_root() == tmp_path / "new"
+    monkeypatch.delenv("KAITO_JUPYTER_CACHE")
+    monkeypatch.delenv("KAITO_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert config.cache_root() == tmp_path / "home" / ".cache" / "kaito-jupyter"
