@@ -62,7 +62,8 @@ def admit(
     Kaito's rules, immutable fields against the stored version (an update), and the backend's
     own checks, all problems at once. Returns the documents to store, namespaces filled in.
     """
-    checked = api.check_text(text, source, target=_target(backend))
+    allowed = config.load().allowed_private_registries
+    checked = api.check_text(text, source, target=_target(backend), allowed_registries=allowed)
     errors: list[Issue] = []
     warnings: list[Issue] = [w for ch in checked for w in ch.warnings]
     out = []
@@ -82,6 +83,7 @@ def admit(
                 ch.document,
                 old=read_workspace(old.spec()),
                 target=_target(backend),
+                allowed_registries=allowed,
             )
             errors += [i for i in findings.errors if i not in errors]
         errors += [
