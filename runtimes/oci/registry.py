@@ -492,7 +492,7 @@ class Registry:
                         f"the connection to registry {self.registry} dropped {drops} times while "
                         f"downloading blob {digest} ({received} of {expected or '?'} bytes): {exc}",
                         reason="DownloadInterrupted",
-                        hint="check the network to the registry; a retried pull resumes the blob",
+                        hint="check the network to the registry, then pull again",
                     ) from None
                 self.sleep(retry.backoff(drops))
         if hasher.hexdigest() != encoded:
