@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from kaito_jupyter.runtimes.local_server import LOOPBACK, NotHealthy, free_port, wait_healthy
 
 from tests.runtime import tiny
+from tests.testbed.processes import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,11 +99,8 @@ class InferenceServer:
 
 
 def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    """Wait for a state the test drives towards; the deadline only bounds a hang."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not reached within {timeout:.0f} s"
-        time.sleep(0.01)
+    """Wait for a state the test drives towards, polled often; the deadline only bounds a hang."""
+    wait_until(condition, timeout=timeout, what=what, interval=0.01)
 
 
 class Gate:
