@@ -566,7 +566,7 @@ def run(ctx: harness.Context) -> harness.Section:
 
     plan = our_plan(train, ours_config(work / "plan-training_config.yaml", LEARNING_RATE))
     our_lr = our_learning_rate(plan)
-    from kaito_jupyter.runtimes.tuning.kernels import native_bf16
+    from kaito_jupyter.runtimes.cpu import native_bf16
 
     # Without native bf16 the recipe as written runs ~10x slower (the measurement) and
     # ours uses float32 products: the float32 adaptation is then the peer, and the only one.

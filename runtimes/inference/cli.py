@@ -65,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--served-model-name", help="the model name clients use (default: the preset)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--cpu-products", choices=("auto", "bfloat16", "float32"), default="auto",
+        help="operands of a float32 model's matrix products on CPU (auto: bfloat16, the weights "
+        "held in it, where the CPU multiplies it natively; float32 accumulation either way)",
+    )  # fmt: skip
     p.add_argument("--max-batch", type=int, help="sequences decoded together (64 CPU, 256 GPU)")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429s")
     p.add_argument(
@@ -105,6 +110,7 @@ def options_from(args: argparse.Namespace) -> Options:
         max_model_len=args.max_model_len,
         trust_remote_code=args.trust_remote_code,
         threads=args.threads,
+        cpu_products=args.cpu_products,
         fast=not args.no_fast,
     )
 

@@ -7,10 +7,16 @@ row of an iteration is flattened into one token matrix, so each weight is read o
 iteration; keys and values go to a slot cache; logits are computed only where a token is
 sampled; adapters apply per row.
 
+Products: float32, or (`products=torch.bfloat16`, on CPUs that multiply bf16 natively) bf16
+weights and operands with float32 accumulation, everything else float32 (BlockLinear). Decode
+streams every weight once per step, so on CPU its speed is the weights' bytes over the memory
+bandwidth: bf16 halves it.
+
 Batch invariance: a sequence's tokens are bitwise the same whether it runs alone or among 63
-others. Matrix products run with at least two rows (a one-row product takes a differently
-rounded code path), attention reads keys in multiples of kv_cache.ALIGN, and prefill chunk
-boundaries do not depend on load (the scheduler's job).
+others. float32 products run with at least two rows (a one-row product takes a differently
+rounded code path); half-precision products on CPU run on blocks of exactly BLOCK_ROWS rows;
+attention reads keys in multiples of kv_cache.ALIGN, and prefill chunk boundaries do not depend
+on load (the scheduler's job).
 """
 
 from __future__ import annotations
@@ -40,11 +46,24 @@ def unsupported_reason(config) -> str | None:
     return None
 
 
+# Rows of every half-precision product on CPU. oneDNN's AMX kernels round a row differently
+# with the product's row count (at SmolLM2's shapes, 2-32 rows take another path than 33 and
+# more, and further boundaries move with the thread count); with the count fixed, a row's
+# result depends neither on its position nor on its neighbours. 32: a one-stream decode step
+# costs 15% more than at 2 rows, and 64 streams take two blocks.
+BLOCK_ROWS = 32
+
+
+def _onednn(weight: torch.Tensor) -> bool:
+    return weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
+
+
 class Linear:
-    """y = x W^T + b, through oneDNN with a prepacked weight on CPU.
+    """y = x W^T + b in the weight's dtype, through oneDNN with its own copy of W on CPU.
 
     MKL's fp32 GEMM (torch's default on CPU) takes a slow path on some CPUs (2-3x slower than
-    oneDNN here at 4-64 rows); oneDNN computes rows as batch-invariantly as MKL does.
+    oneDNN here at 4-64 rows); oneDNN computes rows as batch-invariantly as MKL does, given at
+    least two (the decoder pads its token matrix).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
@@ -52,13 +71,59 @@ class Linear:
         self.out_features, self.in_features = weight.shape
         self.device = weight.device
         self.bias = None if bias is None else bias.detach()
-        self.onednn = weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
-        self.weight = weight.to_mkldnn() if self.onednn else weight
+        self.copied = _onednn(weight)  # the model's tensor may be freed
+        self.weight = weight.to_mkldnn() if self.copied else weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.onednn:
+        if self.copied:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
+
+
+class Scratch:
+    """Half-precision input blocks, one buffer per width, grown as needed and shared by every
+    product of a decoder (they run one after another). Rows past the real ones keep whatever
+    an earlier call left: finite numbers, whose results are dropped."""
+
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+        self.buffers: dict[int, torch.Tensor] = {}
+
+    def rows(self, rows: int, width: int) -> torch.Tensor:
+        buffer = self.buffers.get(width)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = self.buffers[width] = torch.zeros(rows, width, dtype=self.dtype)
+        return buffer[:rows]
+
+
+class BlockLinear:
+    """y = x W^T + b with half-precision operands on CPU, in products of BLOCK_ROWS rows.
+
+    W is held in the scratch's dtype (bf16), packed once in oneDNN's layout for the AMX and
+    AVX512-BF16 kernels; x is rounded to it on the way in, the products accumulate in float32,
+    y is rounded to it and widened back to x's dtype, and the bias is added in x's dtype.
+    """
+
+    copied = True
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scratch: Scratch):
+        weight = weight.detach()
+        self.out_features, self.in_features = weight.shape
+        self.device = weight.device
+        self.scratch = scratch
+        self.bias = None if bias is None else bias.detach()
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.to(scratch.dtype), BLOCK_ROWS)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        blocks = self.scratch.rows(-(-n // BLOCK_ROWS) * BLOCK_ROWS, self.in_features)
+        blocks[:n].copy_(x)
+        y = torch.empty(n, self.out_features, dtype=x.dtype)
+        for start in range(0, n, BLOCK_ROWS):
+            block = blocks[start : start + BLOCK_ROWS]
+            out = torch.ops.mkldnn._linear_pointwise(block, self.weight, None, "none", [], "")
+            y[start : start + BLOCK_ROWS].copy_(out[: n - start])
+        return y if self.bias is None else y.add_(self.bias)
 
 
 @dataclass
@@ -67,10 +132,10 @@ class Layer:
     ln1: torch.Tensor
     ln2: torch.Tensor
     eps: float
-    qkv: Linear  # [q + 2 kv, hidden]
-    o: Linear
-    gate_up: Linear  # [2 intermediate, hidden]: gate rows, then up rows
-    down: Linear
+    qkv: Linear | BlockLinear  # [q + 2 kv, hidden]
+    o: Linear | BlockLinear
+    gate_up: Linear | BlockLinear  # [2 intermediate, hidden]: gate rows, then up rows
+    down: Linear | BlockLinear
     window: int | None  # sliding-window attention span, if this layer has one
 
 
@@ -112,9 +177,13 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class LlamaDecoder:
-    """The forward pass. Holds the weights (taken from the transformers model), not the cache."""
+    """The forward pass. Holds the weights (taken from the transformers model), not the cache.
 
-    def __init__(self, model):
+    `products`: the dtype of the matrix products' operands (default: the model's); on CPU a
+    float32 model may take bf16 products, its weights then held in bf16 only.
+    """
+
+    def __init__(self, model, products: torch.dtype | None = None):
         config = model.config
         reason = unsupported_reason(config)
         if reason:
@@ -133,11 +202,19 @@ class LlamaDecoder:
         self.embed = base.embed_tokens.weight
         self.norm = base.norm.weight
         self.norm_eps = float(base.norm.variance_epsilon)
-        self.lm_head = Linear(model.lm_head.weight)
         self.rotary = base.rotary_emb
         self.dtype = self.embed.dtype
+        self.products = products or self.dtype
+        # Half-precision products on CPU go in blocks (see the module docstring).
+        self.scratch = Scratch(self.products) if self.products != torch.float32 else None
+        self.lm_head = self._linear(model.lm_head.weight)
         self.layers = [self._layer(config, i, m) for i, m in enumerate(base.layers)]
         self.devices = [layer.device for layer in self.layers]
+
+    def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        if self.scratch is not None and _onednn(weight):
+            return BlockLinear(weight, bias, self.scratch)
+        return Linear(weight, bias)
 
     def _layer(self, config, index: int, module) -> Layer:
         attn, mlp = module.self_attn, module.mlp
@@ -157,13 +234,13 @@ class LlamaDecoder:
             ln1=module.input_layernorm.weight.detach(),
             ln2=module.post_attention_layernorm.weight.detach(),
             eps=float(module.input_layernorm.variance_epsilon),
-            qkv=Linear(wqkv, bqkv),
-            o=Linear(attn.o_proj.weight, attn.o_proj.bias),
-            gate_up=Linear(wgu),
-            down=Linear(mlp.down_proj.weight),
+            qkv=self._linear(wqkv, bqkv),
+            o=self._linear(attn.o_proj.weight, attn.o_proj.bias),
+            gate_up=self._linear(wgu),
+            down=self._linear(mlp.down_proj.weight),
             window=_window(config, index),
         )
-        if layer.qkv.onednn:
+        if layer.qkv.copied:
             # oneDNN holds its own (packed) copies; free the model's.
             for proj in (attn.o_proj, mlp.down_proj, getattr(attn, "qkv_proj", None)):
                 if proj is not None:

@@ -41,6 +41,7 @@ class Options:
     max_model_len: int | None = None
     trust_remote_code: bool = False
     threads: int | None = None
+    cpu_products: str = "auto"  # auto, bfloat16 or float32: see device.choose_products
     fast: bool = True  # the batched decoder where the architecture allows it
 
 
@@ -63,7 +64,9 @@ def load(options: Options, *, start: bool = True) -> tuple[Served, object]:
 
     path = weights.resolve(source, progress=log.info)
     log.info("weights: %s", path)
-    placement = placement_rules.choose(options.device, options.dtype, preset and preset.dtype)
+    placement = placement_rules.choose(
+        options.device, options.dtype, preset and preset.dtype, options.cpu_products
+    )
     log.info(
         "placement: %s, %s%s",
         placement.device,
@@ -96,7 +99,7 @@ def load(options: Options, *, start: bool = True) -> tuple[Served, object]:
     cpu = placement.device == "cpu"
     max_batch = options.max_batch or (64 if cpu else 256)
 
-    runner, adapter_set = _runner(model, options, max_batch)
+    runner, adapter_set = _runner(model, options, max_batch, getattr(torch, placement.products))
     adapters = _adapters(options.adapters, adapter_set, log.info)
     gib = options.kv_cache_gib or (2.0 if cpu else _free_gpu_gib(torch) * 0.9)
     budget = int(gib * (1 << 30) / runner.bytes_per_position)
@@ -140,7 +143,7 @@ def load(options: Options, *, start: bool = True) -> tuple[Served, object]:
     return served, engine
 
 
-def _runner(model, options: Options, max_batch: int):
+def _runner(model, options: Options, max_batch: int, products):
     from .decoder import LlamaDecoder, unsupported_reason
     from .hf_runner import HFRunner
     from .lora import AdapterSet
@@ -148,10 +151,15 @@ def _runner(model, options: Options, max_batch: int):
 
     reason = unsupported_reason(model.config)
     if options.fast and reason is None:
-        log.info("engine: batched decoder (%s)", model.config.model_type)
-        decoder = LlamaDecoder(model)
+        log.info(
+            "engine: batched decoder (%s), %s products",
+            model.config.model_type,
+            str(products).removeprefix("torch."),
+        )
+        decoder = LlamaDecoder(model, products)
         adapters = AdapterSet.for_decoder(decoder)
         return DecoderRunner(decoder, max_slots=max_batch, adapters=adapters), adapters
+    # transformers' own modules multiply in the model's dtype.
     log.info("engine: one sequence per forward pass (%s)", reason or "--no-fast")
     adapters = AdapterSet.for_module(model)
     return HFRunner(model, adapters=adapters), adapters

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 import types
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -242,16 +240,6 @@ class _LoRALinear(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_a = ((g @ lora_b).t() @ x2).mul_(scale)
         return grad_x, grad_a, grad_b, None, None
-
-
-def native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # not Linux: no way to tell cheaply, so the safe choice
-            return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
 
 
 # bf16 products are oneDNN primitives, created (~1 ms) and cached per shape. With a new token

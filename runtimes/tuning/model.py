@@ -14,6 +14,7 @@ from pathlib import Path
 from kaito_jupyter import catalog
 from kaito_jupyter.errors import RuntimeFailure
 
+from .. import cpu
 from . import kernels
 from .config import TuningConfig
 
@@ -59,7 +60,7 @@ def bf16_products(device: str, choice: str = "auto") -> bool:
     natively. Everything else stays float32."""
     if device != "cpu" or choice == "float32":
         return False
-    return choice == "bfloat16" or kernels.native_bf16()
+    return choice == "bfloat16" or cpu.native_bf16()
 
 
 def load(

@@ -1,5 +1,6 @@
 """The packaged SmolLM2-135M-Instruct behind the server: it knows Paris, streams, batches
-exactly, takes 64 clients at once, and works with curl-style JSON and the openai client."""
+exactly (with the CPU's own choice of products, and with float32 ones forced), takes 64
+clients at once, and works with curl-style JSON and the openai client."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
+import pytest
 import requests
+
+from tests.runtime.conftest import InferenceServer
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 PROMPTS = [
@@ -57,10 +61,22 @@ def test_openai_client_and_streaming(smollm2_server):
     assert "Paris" in "".join(pieces)
 
 
-def test_batched_equals_sequential(smollm2_server):
-    sequential = [ask(smollm2_server, p, 32)["choices"][0]["message"]["content"] for p in PROMPTS]
+@pytest.fixture(scope="module")
+def smollm2_float32_server(smollm2_checkpoint, tmp_path_factory):
+    server = InferenceServer(
+        ["--preset", "smollm2-135m-instruct", "--cpu-products", "float32"],
+        tmp_path_factory.mktemp("smollm2-float32-server") / "server.log",
+    )
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("name", ["smollm2_server", "smollm2_float32_server"])
+def test_batched_equals_sequential(request, name):
+    server = request.getfixturevalue(name)
+    sequential = [ask(server, p, 32)["choices"][0]["message"]["content"] for p in PROMPTS]
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
-        batched = list(pool.map(lambda p: ask(smollm2_server, p, 32), PROMPTS))
+        batched = list(pool.map(lambda p: ask(server, p, 32), PROMPTS))
     assert [b["choices"][0]["message"]["content"] for b in batched] == sequential
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kaito_jupyter.runtimes import cpu
 from kaito_jupyter.runtimes.tuning import chat, config, kernels, model, packing, trainer
 
 from .tuning_helpers import conversations
@@ -102,13 +103,13 @@ def test_packed_step_matches_the_plain_forward(tiny_model, tmp_path, method, pro
 
 
 def test_bf16_products_are_chosen_by_the_cpu(monkeypatch):
-    assert kernels.native_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni")
-    assert kernels.native_bf16("flags\t\t: fpu avx2 amx_bf16 amx_tile")
-    assert not kernels.native_bf16("flags\t\t: fpu avx2 avx512f avx512bw")
-    monkeypatch.setattr(kernels, "native_bf16", lambda: False)
+    assert cpu.native_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni")
+    assert cpu.native_bf16("flags\t\t: fpu avx2 amx_bf16 amx_tile")
+    assert not cpu.native_bf16("flags\t\t: fpu avx2 avx512f avx512bw")
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
     assert not model.bf16_products("cpu", "auto")
     assert model.bf16_products("cpu", "bfloat16")
-    monkeypatch.setattr(kernels, "native_bf16", lambda: True)
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
     assert model.bf16_products("cpu", "auto")
     assert not model.bf16_products("cpu", "float32")
     assert not model.bf16_products("cuda", "auto")  # GPUs compute in their own dtype
