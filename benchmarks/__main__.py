@@ -32,10 +32,6 @@ def _proc_field(path: str, key: str) -> str | None:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(key)), None)
 
 
-def _cpu_model() -> str:
-    return _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown"
-
-
 def _memory_gib() -> str:
     total_kib = _proc_field("/proc/meminfo", "MemTotal")
     return f"{int(total_kib.split()[0]) / 2**20:.0f} GiB" if total_kib else "unknown"
@@ -58,8 +54,13 @@ def _commit() -> str:
 
 
 def machine() -> str:
+    from kaito_jupyter.runtimes import cpu
+
     rows = [
-        ["CPU", f"{_cpu_model()}, {os.cpu_count()} logical cores"],
+        ["CPU", f"{cpu.model_name()}, {os.cpu_count()} logical cores"],
+        # Which kernels run (oneDNN's, llama.cpp's) follows from these: a figure is tied to them.
+        ["ISA flags", ", ".join(cpu.isa_flags()) or "none of " + ", ".join(cpu.ISA_FLAGS)],
+        ["native bf16 products", "yes" if cpu.native_bf16() else "no"],
         ["memory", _memory_gib()],
         ["OS", f"{platform.system()} {platform.release()}"],
         ["Python", platform.python_version()],
@@ -89,6 +90,8 @@ def assemble(env: str) -> str:
         "",
         "## Machine and versions",
         "",
+        "The machine of the latest run; each section names the CPU it was measured on.",
+        "",
         env,
         "",
         "## Goals",
@@ -99,6 +102,8 @@ def assemble(env: str) -> str:
     ]
     for s in sections:
         parts += ["", f"## {s.title}", ""]
+        if s.cpu:
+            parts += [f"Measured on: {s.cpu}.", ""]
         if s.commands:
             parts += ["Commands:", "", "```sh", *s.commands, "```", ""]
         parts.append(s.markdown)

@@ -30,8 +30,14 @@ class Section:
     goals: list[Goal] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)  # exact commands, for the page
     versions: dict[str, str] = field(default_factory=dict)
+    cpu: str = ""  # what it ran on (sections are re-run one at a time, maybe elsewhere)
 
     def save(self) -> Path:
+        from kaito_jupyter.runtimes import cpu
+
+        if not self.cpu:
+            flags = ", ".join(cpu.isa_flags())
+            self.cpu = f"{cpu.model_name()}" + (f" ({flags})" if flags else "")
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"{self.name}.json"
         path.write_text(json.dumps(asdict(self), indent=2))

