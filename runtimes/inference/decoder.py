@@ -166,13 +166,17 @@ def _softmax(scores: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin with its first half negated: rotate_half(x) * sin == roll(x, half) * this, exactly."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding on the first cos.shape[-1] features of each head (x: [N, heads, dim])."""
     rot = cos.shape[-1]
     x_rot, x_pass = (x, None) if rot == x.shape[-1] else (x[..., :rot], x[..., rot:])
-    half = rot // 2
-    rotated = torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1)
-    out = x_rot * cos + rotated * sin
+    out = x_rot * cos + torch.roll(x_rot, rot // 2, dims=-1) * signed_sin
     return out if x_pass is None else torch.cat((out, x_pass), dim=-1)
 
 
@@ -268,7 +272,7 @@ class LlamaDecoder:
         ids = plan.ids.to(first)
         h = F.embedding(ids, self.embed)
         cos, sin = self.rotary(h, plan.positions.to(first)[None])
-        cos, sin = cos[0][:, None, :], sin[0][:, None, :]
+        cos, sin = cos[0][:, None, :], _signed_sin(sin[0][:, None, :])
         ranges = step.adapter_ranges() if adapters else []
         for index, layer in enumerate(self.layers):
             if layer.device != h.device:
