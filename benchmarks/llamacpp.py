@@ -56,8 +56,9 @@ BUILD = f"llama-cpp-python {VERSION} from its sdist, CMAKE_ARGS={CMAKE_ARGS!r}"
 
 
 def _cache() -> Path:
-    root = os.environ.get("KAITO_CACHE_DIR") or Path.home() / ".cache" / "kaito-jupyter"
-    return Path(root) / "llama-cpp-python" / KEY
+    from kaito_jupyter.config import cache_root
+
+    return cache_root() / "llama-cpp-python" / KEY
 
 
 def _log(message: str) -> None:
