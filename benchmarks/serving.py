@@ -5,10 +5,10 @@ threads (so that a CPU family on which one of them regresses shows).
 Peers: `transformers serve` with and without `--continuous-batching`, a one-request-at-a-time
 transformers server (benchmarks/sequential_server.py: how Kaito's transformers runtime served
 before v0.9), the in-process bound, `model.generate` on a padded static batch, and llama.cpp
-(benchmarks/llamacpp.py: its `llama-server` with continuous batching on the GGUF as shipped,
-Q4_1, and converted to the precision ours multiplies in; llama-cpp-python's own server, one
-request at a time, on the Q4_1 file). The one-at-a-time servers run at the first thread count
-only: they are the slow baselines, minutes per run.
+(benchmarks/llamacpp.py: llama-cpp-python's server, which answers one request at a time, on
+the GGUF as shipped, Q4_1, and converted to the precision ours multiplies in). The one-at-a-time
+transformers servers run at the first thread count and up to 16 streams only: they are the
+slow baselines, minutes per run.
 
 Load: chat requests of up to 64 new tokens, greedy, at concurrency 1, 4, 16 and 64, streamed
 and not. At concurrency C >= 4 a run is a burst of C simultaneous requests; at 1 it is four
@@ -92,6 +92,7 @@ class Peer:
     command: list[str]
     model: str  # the `model` field of requests
     sequential: bool = False  # serves one request at a time (slow: fewer runs at 16 and 64)
+    baseline: bool = False  # a slow one-at-a-time baseline: first thread count, <= 16 streams
     env: dict[str, str] = field(default_factory=dict)  # beyond thread_env's
     body: dict = field(default_factory=dict)  # extra request fields
     ready: str = "/health"  # answers 200 once the model is loaded
@@ -120,8 +121,10 @@ def thread_env(threads: int) -> dict[str, str]:
     }
 
 
-def peers(model_dir: Path, threads: int, llama: dict | None = None) -> list[Peer]:
-    """Every server, at `threads`. `llama`: the llama.cpp build's python and GGUFs, if any."""
+def peers(model_dir: Path, threads: int) -> list[Peer]:
+    """Ours and the transformers servers, at `threads` (llama.cpp's: llama_peers)."""
+    from kaito_jupyter.runtimes import cpu
+
     transformers_cli = shutil.which("transformers") or str(
         Path(sys.executable).parent / "transformers"
     )
@@ -146,6 +149,7 @@ def peers(model_dir: Path, threads: int, llama: dict | None = None) -> list[Peer
             [*serve, "--no-continuous-batching", "--log-level", "warning"],
             str(model_dir),
             sequential=True,
+            baseline=True,
         ),
         Peer(
             "sequential",
@@ -154,49 +158,35 @@ def peers(model_dir: Path, threads: int, llama: dict | None = None) -> list[Peer
              "--threads", str(threads)],
             "smollm2",
             sequential=True,
+            baseline=True,
         ),
     ]  # fmt: skip
-    if llama:
-        out += llama_peers(llama, threads)
+    if cpu.native_bf16():  # ours before issue 17 on this CPU: the lever, measured
+        out.insert(1, Peer(
+            "ours_f32",
+            "ours, --cpu-products float32",
+            [*out[0].command, "--cpu-products", "float32"],
+            PRESET,
+        ))  # fmt: skip
     return out
 
 
 def llama_peers(llama: dict, threads: int) -> list[Peer]:
-    """llama.cpp's server with continuous batching on each GGUF, and llama-cpp-python's."""
-    env = llamacpp.library_env(llama["python"])
-    server = str(llamacpp.binary(llama["python"], "llama-server"))
-    slots = max(CONCURRENCY)
-    out = []
-    for key, (label, gguf) in llama["ggufs"].items():
-        out.append(
-            Peer(
-                f"llamacpp_{key}",
-                f"llama.cpp llama-server --parallel {slots}, {label}",
-                [server, "-m", str(gguf), "--threads", str(threads), "--threads-batch",
-                 str(threads), "--parallel", str(slots), "--cont-batching",
-                 # Each slot holds a prompt and its answer; the chat template from the GGUF.
-                 "--ctx-size", str(slots * 256), "--batch-size", "256", "--jinja",
-                 "--no-webui", "--log-disable"],
-                "smollm2",
-                env=env,
-                # Ours keeps no prompt cache between requests; the benchmark repeats prompts.
-                body={"cache_prompt": False},
-            )
-        )  # fmt: skip
-    label, gguf = llama["ggufs"]["q4_1"]
-    out.append(
+    """llama-cpp-python's server on each GGUF (one request at a time: see benchmarks/llamacpp.py)."""
+    return [
         Peer(
-            "llamacpp_python",
-            f"llama-cpp-python server (one request at a time), {label}",
+            f"llamacpp_{key}",
+            f"llama.cpp (llama-cpp-python server, one request at a time), {label}",
             [str(llama["python"]), "-m", "llama_cpp.server", "--model", str(gguf),
              "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "2048",
-             "--model_alias", "smollm2"],
+             # By default a new request cuts off the one streaming; here each waits its turn.
+             "--model_alias", "smollm2", "--interrupt_requests", "False"],
             "smollm2",
             sequential=True,
             ready="/v1/models",
         )
-    )  # fmt: skip
-    return out
+        for key, (label, gguf) in llama["ggufs"].items()
+    ]  # fmt: skip
 
 
 def llama_setup() -> dict | None:
@@ -682,9 +672,9 @@ def _serve(peer: Peer, threads: int, concurrency, runs: int, count_tokens, logs:
     try:
         load(peer, 4, False, count_tokens)  # warm-up
         for c in concurrency:
-            if peer.sequential and c > 16:
+            if peer.baseline and c > 16:
                 continue  # flat at its one-stream rate, minutes per run: the tables show it
-            for stream in (False, True):
+            for stream in (True,) if peer.sequential else (False, True):
                 n = 1 if (peer.sequential and c >= 16) else runs
                 measured = [load(peer, c, stream, count_tokens) for _ in range(n)]
                 s = results[(threads, peer.key, c, stream)] = _summary(measured)
@@ -718,9 +708,8 @@ def run(ctx: harness.Context) -> harness.Section:
     prompt_tokens = _prompt_tokens(tokenizer)
     only = os.environ.get("KAITO_BENCH_SERVING_PEERS")  # development: a subset, e.g. ours,tserve_cb
     wanted = only.split(",") if only else None
-    llama = None
-    if wanted is None or any(k.startswith("llamacpp") for k in wanted):
-        llama = llama_setup()
+    want_llama = wanted is None or any(k.startswith("llamacpp") for k in wanted)
+    llama = None  # set up (built once, if need be) when its turn comes, after ours and the rest
 
     results: dict[tuple[int, str, int, bool], dict] = {}
     static: dict[int, dict] = {}
@@ -728,19 +717,34 @@ def run(ctx: harness.Context) -> harness.Section:
     roofs: dict[int, dict] = {}
     commands: list[str] = []
     labels: dict[str, str] = {}
+    failures: dict[str, str] = {}
     costs = model_costs(model_dir, products)
     logs = Path(tempfile.mkdtemp(prefix="kaito-bench-serving-"))
     for threads in THREAD_COUNTS:
-        chosen = [p for p in peers(model_dir, threads, llama) if wanted is None or p.key in wanted]
-        for peer in chosen:
-            if peer.sequential and threads != THREAD_COUNTS[0]:
-                continue  # the slow baselines: at the first thread count only
-            labels[peer.key] = peer.label
-            commands.append(
-                f"OMP_NUM_THREADS={threads} "
-                + shown(" ".join([*peer.command, "--host", HOST, "--port", "PORT"]))
-            )
-            _serve(peer, threads, concurrency, runs, count_tokens, logs, results)
+        for group in ("ours and transformers", "llama.cpp"):
+            if group == "llama.cpp":
+                llama = (llama or llama_setup()) if want_llama else None
+                chosen = llama_peers(llama, threads) if llama else []
+            else:
+                chosen = peers(model_dir, threads)
+            for peer in chosen:
+                if wanted is not None and peer.key not in wanted:
+                    continue
+                if peer.baseline and threads != THREAD_COUNTS[0]:
+                    continue  # the slow baselines: at the first thread count only
+                labels[peer.key] = peer.label
+                commands.append(
+                    f"OMP_NUM_THREADS={threads} "
+                    + shown(" ".join([*peer.command, "--host", HOST, "--port", "PORT"]))
+                )
+                try:
+                    _serve(peer, threads, concurrency, runs, count_tokens, logs, results)
+                except RuntimeError as exc:
+                    if group != "llama.cpp":
+                        raise
+                    # A peer built here that falls over is a result to report, not a crash.
+                    failures[f"{peer.label}, {threads} thread{_s(threads)}"] = str(exc)[:300]
+                    print(f"[serving] {peer.label} failed: {exc}", file=sys.stderr, flush=True)
 
         print(f"[serving] {threads} thread(s): static-batch generate", file=sys.stderr, flush=True)
         static[threads] = {}
@@ -779,6 +783,7 @@ def run(ctx: harness.Context) -> harness.Section:
         "products": products,
         "prompt_tokens": prompt_tokens,
         "runs": runs,
+        "failures": failures,
     }
     markdown = _markdown(results, static, roofs, probes, costs, concurrency, labels, images,
                          goals, profiled, context)  # fmt: skip
@@ -858,11 +863,11 @@ def _goals(results: dict, concurrency, llama: dict | None) -> list[harness.Goal]
                 ours = get("ours", c)
                 same, q4 = get("llamacpp_ours", c), get("llamacpp_q4_1", c)
                 if ours and same:
-                    ratio_goal(f"aggregate tok/s at {c} streams vs llama.cpp llama-server at the "
+                    ratio_goal(f"aggregate tok/s at {c} streams vs llama.cpp (llama-cpp-python server) at the "
                                f"same weight precision ({name}){at}", "> 1.0x", ours, same,
                                lambda r: r > 1.0)  # fmt: skip
                 if ours and q4:
-                    ratio_goal(f"aggregate tok/s at {c} streams vs llama.cpp llama-server on the "
+                    ratio_goal(f"aggregate tok/s at {c} streams vs llama.cpp (llama-cpp-python server) on the "
                                f"Q4_1 GGUF as shipped{at}", "report", ours, q4,
                                lambda r: True)  # fmt: skip
     # Issue 17: on any CPU, within 20% of the page's per-thread figures (AMD EPYC, 1 thread).
@@ -902,7 +907,7 @@ def _markdown(results, static, roofs, probes, costs, concurrency, labels, images
         "template. A run at concurrency C >= 4 is a burst of C simultaneous requests; at 1, four "
         f"requests back to back. Figures are medians of {runs} runs. The one-at-a-time servers, "
         "whose throughput stays at their one-stream rate, run at the first thread count only, "
-        "once at 16 streams and not at 64 (minutes per run). The "
+        "once at 16 streams and not at 64 (minutes per run), streamed only. The "
         "load generator (httpx, asyncio) runs on the same two cores.",
         "",
     ]
@@ -910,14 +915,18 @@ def _markdown(results, static, roofs, probes, costs, concurrency, labels, images
         parts += [
             f"llama.cpp: {llamacpp.BUILD}, cached under `~/.cache/kaito-jupyter/llama-cpp-python/`"
             " (AMX left out: a native 0.3.36 build segfaulted in llama_decode on this kind of "
-            "Xeon). Its C++ `llama-server` (from the same sdist) runs with continuous batching "
-            f"and {max(CONCURRENCY)} slots, on the GGUF as shipped (Q4_1) and converted to ours' "
-            f"precision with its `llama-quantize` ({llama['ggufs']['ours'][0]}), each request "
-            "with `cache_prompt: false` (ours keeps no prompt cache; the load repeats prompts). "
-            "llama-cpp-python's own server has no parallel-sequence setting in this version: it "
-            "answers one request at a time.",
+            "Xeon). Its server (`python -m llama_cpp.server`) runs on the GGUF as shipped (Q4_1) "
+            "and on the one converted to ours' precision by llama.cpp's quantize "
+            f"({llama['ggufs']['ours'][0]}). It has no continuous batching to turn on: 0.3.36's "
+            "server holds a lock around its one model and has no parallel-sequence setting, so "
+            "it answers one request at a time (`--interrupt_requests False`, so that a new "
+            "request waits instead of cutting off the one streaming). llama.cpp's own C++ "
+            "`llama-server --parallel` is the stronger peer still to add (benchmarks/llamacpp.py "
+            "says what its build needs).",
             "",
         ]
+    for name, error in context["failures"].items():
+        parts += [f"**{name} failed:** `{shown(error)}`", ""]
     for t in THREAD_COUNTS:
         parts += [f"### {t} thread{_s(t)}", ""]
         parts += [f"![throughput, {t} thread{_s(t)}](benchmarks/{images[t][0]})",
