@@ -53,7 +53,9 @@ TITLE = "Serving: SmolLM2-135M-Instruct on 2 CPU cores, ours vs transformers ser
 PRESET = "smollm2-135m-instruct"
 # Every server runs at each of these thread counts in turn (OMP_NUM_THREADS, and each one's own
 # threads option). KAITO_BENCH_THREADS overrides them, e.g. "1".
-THREAD_COUNTS = tuple(int(t) for t in os.environ.get("KAITO_BENCH_THREADS", "1,2").split(","))
+DEFAULT_THREAD_COUNTS = (1, 2)
+_threads = os.environ.get("KAITO_BENCH_THREADS")
+THREAD_COUNTS = tuple(int(t) for t in _threads.split(",")) if _threads else DEFAULT_THREAD_COUNTS
 THREADS = THREAD_COUNTS[0]  # the subcommands' default
 CONCURRENCY = (1, 4, 16, 64)
 # The page's per-thread figures before issue 17, measured at 1 thread on an AMD EPYC (commit
@@ -923,6 +925,14 @@ def _markdown(results, static, roofs, probes, costs, concurrency, labels, images
             "request waits instead of cutting off the one streaming). llama.cpp's own C++ "
             "`llama-server --parallel` is the stronger peer still to add (benchmarks/llamacpp.py "
             "says what its build needs).",
+            "",
+        ]
+    restricted = [f"{v}={os.environ[v]}" for v in ("KAITO_BENCH_THREADS", "KAITO_BENCH_SERVING_PEERS")
+                  if os.environ.get(v)]  # fmt: skip
+    if restricted:
+        parts += [
+            f"**This run was restricted** ({', '.join(restricted)}): `make bench` runs every "
+            f"server at {' and '.join(str(t) for t in DEFAULT_THREAD_COUNTS)} threads.",
             "",
         ]
     for name, error in context["failures"].items():
