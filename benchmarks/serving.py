@@ -888,13 +888,10 @@ def _goals(results: dict, concurrency, llama: dict | None) -> list[harness.Goal]
 
 def _markdown(results, static, roofs, probes, costs, concurrency, labels, images, goals,
               profiled, context) -> str:  # fmt: skip
-    from kaito_jupyter.runtimes import cpu
-
     products, runs, llama = context["products"], context["runs"], context["llama"]
     (before, after) = context["load"]
     counts = " and ".join(str(t) for t in THREAD_COUNTS)
     parts = [
-        f"CPU: {cpu.model_name()} ({', '.join(cpu.isa_flags()) or 'no listed ISA flags'}). "
         f"Load average (1/5/15 min) before the section {before[0]:.2f}/{before[1]:.2f}/"
         f"{before[2]:.2f}, after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f}: other work on the "
         "machine shares its two cores.",
