@@ -6,7 +6,7 @@ kaito skus [--cloud azure|aws]        # the GPU instance types
 kaito explain PRESET --instance-type T [--count N]
 kaito apply -f ws.yaml [--wait] | get [NAME] [-o wide|yaml|json] | describe NAME | delete NAME
 kaito wait NAME | nodes | logs NAME [-f] [--tail N] | chat NAME "prompt"
-kaito deploy PRESET [--adapter IMAGE=0.8] | tune PRESET --input URL --output IMAGE | use BACKEND
+kaito deploy PRESET [--adapter IMAGE:0.8] | tune PRESET --input URL --output IMAGE | use BACKEND
 kaito controller --backend local [--idle-exit SECONDS]
 """
 
@@ -244,12 +244,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _adapter_arg(text: str) -> tuple[str, float]:
-    source, eq, strength = text.rpartition("=")
-    if eq and source:
-        try:
-            return source, float(strength)
-        except ValueError:
-            pass
+    """IMAGE_OR_DIR[:STRENGTH], as the magics read it: a trailing `:number` in [0, 1] is the
+    strength (an image whose tag looks like one needs it explicit: `repo:1.0:1`)."""
+    import re
+
+    head, sep, tail = text.rpartition(":")
+    if sep and head and re.fullmatch(r"0(\.\d+)?|1(\.0+)?|\.\d+", tail):
+        return head, float(tail)
     return text, 1.0
 
 
@@ -371,7 +372,7 @@ def _add_workspace_verbs(sub) -> None:
     dp.add_argument("--name")
     dp.add_argument("--instance-type", "-i")
     dp.add_argument("--count", type=int)
-    dp.add_argument("--adapter", action="append", default=[], metavar="IMAGE_OR_DIR[=STRENGTH]")
+    dp.add_argument("--adapter", action="append", default=[], metavar="IMAGE_OR_DIR[:STRENGTH]")
     dp.add_argument("--dry-run", action="store_true")
     dp.add_argument("--wait", action="store_true")
     timeout(dp)

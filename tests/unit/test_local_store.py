@@ -450,3 +450,40 @@ def test_runtime_rows_round_trip(backend):
     assert json.dumps(backend.store.runtimes()[("default", "ws-a")])
     backend.store.drop_runtime("default", "ws-a")
     assert backend.store.runtime("default", "ws-a") is None
+
+
+def test_a_local_tuning_image_needs_no_push_secret():
+    from kaito_jupyter import api
+    from kaito_jupyter.errors import ValidationError
+
+    text = textwrap.dedent(
+        """
+        apiVersion: kaito.sh/v1beta1
+        kind: Workspace
+        metadata: {name: tune}
+        tuning:
+          preset: {name: smollm2-135m-instruct}
+          method: qlora
+          input: {urls: ["https://example.com/d.jsonl"]}
+          output: {image: kaito-demo/adapter:v1}
+        """
+    )
+    assert api.check_text(text, target="local")
+    with pytest.raises(ValidationError, match="imagePushSecret"):
+        api.check_text(text, target="cluster")
+
+
+def test_status_of_an_older_generation_reads_pending(backend):
+    from kaito_jupyter import commands
+    from kaito_jupyter.controller import status as st
+
+    backend.apply([smollm2()])
+    ready = st.derive_inference(
+        st.NodeReport(required=1, ready=("here",)),
+        st.WorkloadReport(exists=True, desired=1, ready=1),
+    )
+    status, _ = st.write(None, ready, generation=1)
+    backend.write_status("default", "ws-a", status)
+    assert commands.phase(backend.get("ws-a")) == "ready"
+    backend.apply([smollm2(adapters=[{"source": {"name": "a", "image": "x/a:1"}}])])
+    assert commands.phase(backend.get("ws-a")) == "pending"  # generation 2, status of 1

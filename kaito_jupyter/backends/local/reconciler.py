@@ -30,13 +30,13 @@ from kaito_jupyter.provisioners.base import NodeRequest
 from kaito_jupyter.provisioners.local import LocalProvisioner
 from kaito_jupyter.runtimes.local_server import free_port
 
-from . import paths, supervisor
+from . import config_maps, paths, supervisor
 from .backend import LocalBackend, host_path
 from .image_store import ImageStore
 
-TUNING_ATTEMPTS = (
-    3  # a killed tuning job is retried (resuming its checkpoints), as a Job's backoffLimit
-)
+HEALTH_READY_S = 5.0
+# A killed tuning job is retried (resuming its checkpoints), as a Job's backoffLimit.
+TUNING_ATTEMPTS = 3
 
 
 @dataclass
@@ -56,6 +56,7 @@ class Reconciler:
         self.images = ImageStore(paths.oci_layout(self.root))
         self.children: dict[int, subprocess.Popen] = {}
         self.seen: set[tuple[str, str]] = set()  # runtimes this process has checked once
+        self.health_checked: dict[tuple[str, str], float] = {}
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.threads = threads
         self.settings = backend.settings
@@ -176,7 +177,7 @@ class Reconciler:
                 )  # fmt: skip
             self.seen.add(key)
             supervisor.rotate(log)
-            healthy = supervisor.health(row["port"], row["token"])
+            healthy = self._healthy(key, row, now)
             if healthy != bool(row.get("ready")):
                 row["ready"] = healthy
                 if healthy:
@@ -221,6 +222,15 @@ class Reconciler:
         return st.WorkloadReport(
             exists=True, desired=1, ready=0, problems=(st.Problem(st.CRASH_LOOP, message),)
         )
+
+    def _healthy(self, key, row: dict, now: float) -> bool:
+        """/health every pass until ready, then every HEALTH_READY_S (its access log is the
+        runtime's; a dead process is seen at once by its pid either way)."""
+        last = self.health_checked.get(key)
+        if row.get("ready") and last is not None and now - last < HEALTH_READY_S:
+            return True
+        self.health_checked[key] = now
+        return supervisor.health(row["port"], row["token"])
 
     def _start_inference(self, key, planned: Plan, sources: dict, *, restarts: int) -> None:
         port = free_port()
@@ -388,10 +398,11 @@ class Reconciler:
             job["output"] = str(work / "adapter")
             job["local_image"] = t.output_image
         if t.config:
-            found = self.root / "configmaps" / f"{t.config}.yaml"
+            found = config_maps.path(self.root, t.config)
             if not found.is_file():
                 raise LookupError(
-                    f"tuning.config: ConfigMap {t.config} not found; locally it is the file {found}"
+                    f"tuning.config: ConfigMap {t.config} not found; locally it is the file "
+                    f"{found} (kaito_jupyter.backends.local.config_maps.save writes it)"
                 )
             job["config"] = str(found)
         job["args"] = planned.tuning_args(inputs=inputs, output=job["output"])
