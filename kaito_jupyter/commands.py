@@ -35,6 +35,10 @@ def phase(stored: StoredWorkspace) -> Phase:
         return "deleting"
     ws = stored.workspace
     succeeded = ws.condition(c.WORKSPACE_SUCCEEDED)
+    # A status written for an older generation says nothing about the current spec yet.
+    seen = succeeded.observed_generation if succeeded else None
+    if seen is not None and seen < stored.generation:
+        return "pending"
     state = stored.status.state
     if ws.tuning is not None:
         if state == c.STATE_FAILED or (succeeded and succeeded.reason == "workspaceFailed"):

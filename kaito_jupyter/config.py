@@ -58,6 +58,9 @@ class Settings:
     # port) that images may name; others such are refused at admission and by the OCI client.
     allowed_private_registries: list[str] = field(default_factory=list)
     azure: AzureSettings = field(default_factory=AzureSettings)
+    # The local backend's directory (its SQLite store, logs, adapters); default: the Jupyter
+    # data dir's kaito/ (backends/local/paths.py).
+    local_dir: str | None = None
 
 
 # environment variable -> (section, key). Section None is the top level.
@@ -68,6 +71,7 @@ ENVIRONMENT = {
     "KAITO_KUBE_CONTEXT": (None, "context"),
     "KAITO_PROVISIONER": (None, "provisioner"),
     "KAITO_ALLOWED_PRIVATE_REGISTRIES": (None, "allowed_private_registries"),  # comma-separated
+    "KAITO_LOCAL_DIR": (None, "local_dir"),
     "AZURE_SUBSCRIPTION_ID": ("azure", "subscription_id"),
     "KAITO_AKS_RESOURCE_GROUP": ("azure", "resource_group"),
     "KAITO_AKS_CLUSTER": ("azure", "cluster_name"),

@@ -428,7 +428,9 @@ class _Checker:
                 )
             if out.image:
                 self.check_image(out.image, "tuning.output.image")
-                if not out.image_push_secret:
+                # Locally the image goes to the local image store (or a loopback registry):
+                # no secret is needed to push it.
+                if not out.image_push_secret and not self.local:
                     self.error(
                         "tuning.output.imagePushSecret",
                         "Must specify imagePushSecret with destination image: name a docker-registry secret that can push to the image's registry",

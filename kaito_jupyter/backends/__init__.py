@@ -26,6 +26,7 @@ __all__ = [
     "NotFound",
     "WatchEvent",
     "open_backend",
+    "run_controller",
 ]
 
 
@@ -39,3 +40,20 @@ def open_backend(settings: config.Settings | None = None) -> Backend:
     from kaito_jupyter.backends.local import LocalBackend
 
     return LocalBackend(settings)
+
+
+def run_controller(settings: config.Settings, backend: str, **options) -> int:
+    """`kaito controller --backend NAME`: reconcile that backend's workspaces until stopped.
+
+    Each backend adds its branch here; `options` are its own (local: idle_exit, lease_seconds).
+    Returns the process's exit status.
+    """
+    if backend == "local":
+        from kaito_jupyter.backends.local.controller import run
+
+        return run(settings, **options)
+    from kaito_jupyter.errors import KaitoError
+
+    raise KaitoError(
+        f"no controller for backend {backend!r} in this version", hint="use --backend local"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -78,11 +79,16 @@ class NotFound(JSONHandler):
 
 
 class Health(JSONHandler):
+    # The local backend's supervisor sets this token in the server's environment and checks it
+    # here, so a new controller adopts this very server, never another one on a reused port.
+    INSTANCE = os.environ.get("KAITO_RUNTIME_INSTANCE")
+
     def get(self) -> None:
+        instance = {"instance": self.INSTANCE} if self.INSTANCE else {}
         if self.state.draining:
-            self.send_json({"status": "Draining"}, 503)
+            self.send_json({"status": "Draining", **instance}, 503)
         else:
-            self.send_json({"status": "Healthy"})
+            self.send_json({"status": "Healthy", **instance})
 
 
 class Models(JSONHandler):
