@@ -110,6 +110,55 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    """`kaito install`: the Workspace CRD (kubernetes backend); --print writes the manifests."""
+    from kaito_jupyter import config
+
+    if args.print:
+        import yaml
+
+        from kaito_jupyter.backends.kubernetes import crd, install
+
+        print(yaml.safe_dump(crd.definition(), sort_keys=False), end="")
+        for name in ("controller-rbac.yaml", "user-rbac.yaml"):
+            print("---\n" + install.manifest(name), end="")
+        return 0
+    from kaito_jupyter.backends.kubernetes.install import install
+    from kaito_jupyter.backends.kubernetes.kube import Kube
+
+    settings = config.load()
+    kube = Kube(settings.kubeconfig, settings.context, settings.namespace)
+    print(install(kube, dry_run=args.dry_run))
+    return 0
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    """`kaito controller`: the reconciler, headless, until interrupted."""
+    import logging
+
+    from kaito_jupyter import config
+    from kaito_jupyter.backends import open_backend, run_controller
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = config.load()
+    if args.backend:
+        settings.backend = args.backend
+    options = {}
+    if args.all_namespaces:
+        options["namespace"] = None
+    elif args.namespace:
+        options["namespace"] = args.namespace
+    try:
+        said = run_controller(settings, open_backend(settings), **options)
+    except KeyboardInterrupt:
+        return 0
+    if said:
+        print(said)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="kaito",
@@ -149,6 +198,20 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--instance-type", "-i", required=True)
     e.add_argument("--count", type=int, default=1, help="number of nodes (default 1)")
     e.set_defaults(func=cmd_explain)
+
+    i = sub.add_parser("install", help="install the Workspace CRD into the cluster (kubernetes)")
+    i.add_argument("--dry-run", action="store_true", help="ask the API server, change nothing")
+    i.add_argument("--print", action="store_true", help="print the CRD and RBAC manifests instead")
+    i.set_defaults(func=cmd_install)
+
+    c = sub.add_parser("controller", help="run the workspace reconciler headless")
+    c.add_argument("--backend", choices=["local", "kubernetes"], help="default: the configured one")
+    c.add_argument("--namespace", help="reconcile only this namespace (kubernetes)")
+    c.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="every namespace (kubernetes)"
+    )
+    c.add_argument("--log-level", default="INFO")
+    c.set_defaults(func=cmd_controller)
     return ap
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "NotFound",
     "WatchEvent",
     "open_backend",
+    "run_controller",
 ]
 
 
@@ -39,3 +40,13 @@ def open_backend(settings: config.Settings | None = None) -> Backend:
     from kaito_jupyter.backends.local import LocalBackend
 
     return LocalBackend(settings)
+
+
+def run_controller(settings: config.Settings, backend: Backend, **options) -> str | None:
+    """Run the backend's reconciler in this process until interrupted (`kaito controller`).
+    Returns a sentence when it did not start one (Kaito's own operator runs, say)."""
+    if backend.name == "kubernetes":
+        # namespace None: every namespace; unset: the workspaces of the configured one.
+        options.setdefault("namespace", settings.namespace)
+        return backend.run_controller(**options)  # type: ignore[attr-defined]
+    raise NotImplementedError(f"`kaito controller` for the {backend.name} backend")
