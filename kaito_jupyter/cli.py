@@ -128,7 +128,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     settings = config.load()
     kube = Kube(settings.kubeconfig, settings.context, settings.namespace)
-    print(install(kube, dry_run=args.dry_run))
+    print(install(kube, dry_run=args.dry_run, force=args.force))
     return 0
 
 
@@ -202,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("install", help="install the Workspace CRD into the cluster (kubernetes)")
     i.add_argument("--dry-run", action="store_true", help="ask the API server, change nothing")
     i.add_argument("--print", action="store_true", help="print the CRD and RBAC manifests instead")
+    i.add_argument("--force", action="store_true", help="apply the CRD even when it is current")
     i.set_defaults(func=cmd_install)
 
     c = sub.add_parser("controller", help="run the workspace reconciler headless")

@@ -95,6 +95,7 @@ class Controller:
         options: r.RenderOptions | None = None,
         kaito_runtime: str = "vllm",
         name: str | None = None,
+        accept=None,  # namespace -> bool: which namespaces' workspaces this one reconciles
     ):
         self.kube = kube
         self.namespace = namespace
@@ -133,6 +134,7 @@ class Controller:
         self.workers = workers
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self.accept = accept or (lambda namespace: True)
         self.reconciles = 0
         self.errors: list[str] = []
 
@@ -162,9 +164,9 @@ class Controller:
             if key is None:
                 continue
             try:
-                if not self.leading:
-                    continue  # followers do not reconcile; the new leader queues everything
                 namespace, name = key
+                if not self.leading or not self.accept(namespace):
+                    continue  # followers do not reconcile; the new leader queues everything
                 outcome = self.reconciler.reconcile(namespace, name)
                 self.reconciles += 1
                 self.queue.forget(key)

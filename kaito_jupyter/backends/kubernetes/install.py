@@ -28,7 +28,7 @@ def manifest(name: str) -> str:
 
 
 def state(kube: Kube) -> tuple[str, dict[str, Any] | None]:
-    """("absent" | "ours" | "kaito", the CRD)."""
+    """("absent" | "ours" | "kaito" | "present" (unreadable), the CRD)."""
     try:
         found = kube.find(CRD, crd.NAME)
     except ApiError as exc:
@@ -105,9 +105,12 @@ def permission_error(kube: Kube, what: str) -> BackendError:
     )
 
 
-def install(kube: Kube, *, dry_run: bool = False) -> str:
-    """Install or upgrade our CRD. Returns what happened, for people."""
+def install(kube: Kube, *, dry_run: bool = False, force: bool = False) -> str:
+    """Install or upgrade our CRD (`force`: apply it even when current). Returns what
+    happened, for people."""
     kind, found = state(kube)
+    if kind == "present" and not force:
+        return f"the Workspace CRD ({crd.NAME}) is installed"
     if kind == "kaito":
         return f"Kaito's own Workspace CRD is installed ({crd.NAME}); kaito-jupyter uses it as is"
     wanted = crd.definition()
@@ -115,7 +118,7 @@ def install(kube: Kube, *, dry_run: bool = False) -> str:
         revision = ((found.get("metadata") or {}).get("annotations") or {}).get(
             crd.SCHEMA_REVISION_ANNOTATION
         )
-        if revision == crd.SCHEMA_REVISION:
+        if revision == crd.SCHEMA_REVISION and not force:
             return f"the Workspace CRD ({crd.NAME}) is installed and current"
     try:
         kube.apply(wanted, dry_run=dry_run)

@@ -15,7 +15,7 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -173,21 +173,23 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         timeout: float | tuple[float, float] | None = 30,
+        accept: str = "application/json",
     ):
         from kubernetes.client.exceptions import ApiException
 
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        encoded = None if body is None else json.dumps(body)
+        headers = {"Accept": accept, "Content-Type": content_type}
+        # The REST layer JSON-encodes bodies of JSON content types itself; apply's YAML type
+        # goes as the string we give it (JSON is YAML).
+        encoded = body if body is None or "json" in content_type else json.dumps(body)
         try:
-            req = self.api.param_serialize(
+            method_, url, headers_, _, post = self.api.param_serialize(
                 method=method,
                 resource_path=path,
                 query_params=[(k, v) for k, v in query or [] if v is not None],
                 header_params=headers,
-                body=encoded,
                 auth_settings=["BearerToken"],
             )
-            resp = self.api.call_api(*req, _request_timeout=timeout)
+            resp = self.api.call_api(method_, url, headers_, encoded, post, _request_timeout=timeout)
         except ApiException as exc:
             raise _error(exc) from None
         except Exception as exc:  # urllib3 connection errors
@@ -270,6 +272,9 @@ class Kube:
     def apply(self, obj: dict, *, dry_run: bool = False, force: bool = True, sub: str = "") -> dict:
         """Server-side apply as `kaito-jupyter` (force: we own what we render)."""
         kind = KINDS[obj["kind"]]
+        group, _, version = str(obj.get("apiVersion") or "").rpartition("/")
+        if group == kind.group and version and version != kind.version:
+            kind = replace(kind, version=version)  # apply as the version the object is written in
         meta = obj["metadata"]
         return self.request(
             "PATCH",
