@@ -308,14 +308,53 @@ def cmd_use(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    """`kaito install`: the Workspace CRD (kubernetes backend); --print writes the manifests."""
+    from kaito_jupyter import config
+
+    if args.print:
+        import yaml
+
+        from kaito_jupyter.backends.kubernetes import crd, install
+
+        print(yaml.safe_dump(crd.definition(), sort_keys=False), end="")
+        for name in ("controller-rbac.yaml", "user-rbac.yaml"):
+            print("---\n" + install.manifest(name), end="")
+        return 0
+    from kaito_jupyter.backends.kubernetes.install import install
+    from kaito_jupyter.backends.kubernetes.kube import Kube
+
+    settings = config.load()
+    kube = Kube(settings.kubeconfig, settings.context, settings.namespace)
+    print(install(kube, dry_run=args.dry_run, force=args.force))
+    return 0
+
+
 def cmd_controller(args: argparse.Namespace) -> int:
+    """`kaito controller`: the reconciler, headless, until interrupted."""
+    import logging
+
     from kaito_jupyter import config
     from kaito_jupyter.backends import run_controller
 
-    options = {"idle_exit": args.idle_exit}
-    if args.lease_seconds is not None:
-        options["lease_seconds"] = args.lease_seconds
-    return run_controller(config.load(), args.backend, **options)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = config.load()
+    backend = args.backend or settings.backend
+    options: dict = {}
+    if backend == "local":
+        options["idle_exit"] = args.idle_exit
+        if args.lease_seconds is not None:
+            options["lease_seconds"] = args.lease_seconds
+    elif args.all_namespaces:
+        options["namespace"] = None
+    elif args.namespace:
+        options["namespace"] = args.namespace
+    try:
+        return run_controller(settings, backend, **options)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _add_workspace_verbs(sub) -> None:
@@ -400,12 +439,19 @@ def _add_workspace_verbs(sub) -> None:
         u.add_argument(flag)
     u.set_defaults(func=cmd_use)
 
-    co = sub.add_parser("controller", help="run the reconciler headless")
-    co.add_argument("--backend", default="local", help="local (or kubernetes)")
+    co = sub.add_parser("controller", help="run the workspace reconciler headless")
+    co.add_argument(
+        "--backend", choices=["local", "kubernetes"], help="default: the configured one"
+    )
     co.add_argument("--idle-exit", type=float, metavar="SECONDS",
-                    help="exit after this long with nothing to run (and at once if another "
+                    help="local: exit after this long with nothing to run (and at once if another "
                     "controller leads)")  # fmt: skip
-    co.add_argument("--lease-seconds", type=float, help="lease duration (default 15)")
+    co.add_argument("--lease-seconds", type=float, help="local: lease duration (default 15)")
+    co.add_argument("--namespace", help="kubernetes: reconcile only this namespace")
+    co.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="kubernetes: every namespace"
+    )
+    co.add_argument("--log-level", default="INFO")
     co.set_defaults(func=cmd_controller)
 
 
@@ -448,6 +494,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--instance-type", "-i", required=True)
     e.add_argument("--count", type=int, default=1, help="number of nodes (default 1)")
     e.set_defaults(func=cmd_explain)
+
+    i = sub.add_parser("install", help="install the Workspace CRD into the cluster (kubernetes)")
+    i.add_argument("--dry-run", action="store_true", help="ask the API server, change nothing")
+    i.add_argument("--print", action="store_true", help="print the CRD and RBAC manifests instead")
+    i.add_argument("--force", action="store_true", help="apply the CRD even when it is current")
+    i.set_defaults(func=cmd_install)
+
     _add_workspace_verbs(sub)
     return ap
 

@@ -48,6 +48,21 @@ class AzureSettings:
 
 
 @dataclass
+class KubernetesSettings:
+    """The kubernetes backend's controller (the connection itself is the top-level kubeconfig,
+    context and namespace)."""
+
+    # Our runtime's image (runtimes/Dockerfile), for presets Kaito publishes no image of.
+    runtime_image: str = "ghcr.io/kaito-project/kaito-jupyter-runtime:latest"
+    # Kaito's runtime for its presets: vllm (Kaito's default) or transformers.
+    kaito_runtime: str = "vllm"
+    # Where the one-active-reconciler Lease lives.
+    lease_namespace: str = "kube-system"
+    # Install the Workspace CRD on first use when it is absent (and permitted).
+    install_crd: bool = True
+
+
+@dataclass
 class Settings:
     backend: str = "local"
     namespace: str = "default"
@@ -58,10 +73,14 @@ class Settings:
     # port) that images may name; others such are refused at admission and by the OCI client.
     allowed_private_registries: list[str] = field(default_factory=list)
     azure: AzureSettings = field(default_factory=AzureSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     # The local backend's directory (its SQLite store, logs, adapters); default: the Jupyter
     # data dir's kaito/ (backends/local/paths.py).
     local_dir: str | None = None
 
+
+# Sections of the settings: name -> dataclass.
+SECTIONS = {"azure": AzureSettings, "kubernetes": KubernetesSettings}
 
 # environment variable -> (section, key). Section None is the top level.
 ENVIRONMENT = {
@@ -80,6 +99,8 @@ ENVIRONMENT = {
     "AZURE_AUTHORITY_HOST": ("azure", "authority_host"),
     "KAITO_AZURE_CA_BUNDLE": ("azure", "ca_bundle"),
     "KAITO_AZURE_DISABLE_INSTANCE_DISCOVERY": ("azure", "disable_instance_discovery"),
+    "KAITO_RUNTIME_IMAGE": ("kubernetes", "runtime_image"),
+    "KAITO_LEASE_NAMESPACE": ("kubernetes", "lease_namespace"),
 }
 
 # Settings that are booleans; the environment and hand-written files spell them as words.
@@ -137,7 +158,7 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
         if environ.get(var):
             target = data.setdefault(section, {}) if section else data
             value = environ[var]
-            if isinstance(getattr(AzureSettings() if section else Settings(), key), list):
+            if isinstance(getattr(SECTIONS[section]() if section else Settings(), key), list):
                 value = [item.strip() for item in value.split(",") if item.strip()]
             target[key] = value
     return _from_dict(data, source=str(path))
@@ -151,20 +172,29 @@ def save(settings: Settings, path: Path | None = None) -> Path:
 
 
 def _from_dict(data: dict, *, source: str) -> Settings:
-    azure_data = data.get("azure") or {}
     known_top = {f.name for f in fields(Settings)}
-    known_azure = {f.name for f in fields(AzureSettings)}
-    unknown = [k for k in data if k not in known_top] + [
-        f"azure.{k}" for k in azure_data if k not in known_azure
-    ]
+    unknown = [k for k in data if k not in known_top]
+    sections = {}
+    for section, cls in SECTIONS.items():
+        raw = data.get(section) or {}
+        known = {f.name for f in fields(cls)}
+        unknown += [f"{section}.{k}" for k in raw if k not in known]
+        sections[section] = raw
     if unknown:
+        described = "; ".join(
+            f"{name}.{{{', '.join(sorted(f.name for f in fields(cls)))}}}"
+            for name, cls in SECTIONS.items()
+        )
         raise KaitoError(
             f"unknown setting(s) in {source}: {', '.join(sorted(unknown))}",
-            hint=f"known settings: {', '.join(sorted(known_top))}; azure.{{{', '.join(sorted(known_azure))}}}",
+            hint=f"known settings: {', '.join(sorted(known_top))}; {described}",
         )
-    top = {k: _coerce(Settings, k, v, source) for k, v in data.items() if k != "azure"}
-    azure_data = {k: _coerce(AzureSettings, k, v, source) for k, v in azure_data.items()}
-    settings = Settings(**top, azure=AzureSettings(**azure_data))
+    top = {k: _coerce(Settings, k, v, source) for k, v in data.items() if k not in SECTIONS}
+    built = {
+        name: cls(**{k: _coerce(cls, k, v, source) for k, v in sections[name].items()})
+        for name, cls in SECTIONS.items()
+    }
+    settings = Settings(**top, **built)
     if settings.backend not in BACKENDS:
         raise KaitoError(
             f"backend {settings.backend!r} is not one of {', '.join(BACKENDS)}",

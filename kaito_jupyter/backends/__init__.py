@@ -45,15 +45,24 @@ def open_backend(settings: config.Settings | None = None) -> Backend:
 def run_controller(settings: config.Settings, backend: str, **options) -> int:
     """`kaito controller --backend NAME`: reconcile that backend's workspaces until stopped.
 
-    Each backend adds its branch here; `options` are its own (local: idle_exit, lease_seconds).
-    Returns the process's exit status.
+    `options` are the backend's own (local: idle_exit, lease_seconds, stop; kubernetes:
+    namespace, stop). Returns the process's exit status.
     """
     if backend == "local":
         from kaito_jupyter.backends.local.controller import run
 
         return run(settings, **options)
+    if backend == "kubernetes":
+        from kaito_jupyter.backends.kubernetes import KubernetesBackend
+
+        # namespace None: every namespace; unset: the workspaces of the configured one.
+        options.setdefault("namespace", settings.namespace)
+        said = KubernetesBackend(settings).run_controller(**options)
+        if said:  # it did not start one (Kaito's own operator reconciles, say)
+            print(said)
+        return 0
     from kaito_jupyter.errors import KaitoError
 
     raise KaitoError(
-        f"no controller for backend {backend!r} in this version", hint="use --backend local"
+        f"no controller for backend {backend!r}", hint="use --backend local or kubernetes"
     )

@@ -1,0 +1,213 @@
+"""The workspace controller on a cluster: informers feed a work queue, workers reconcile, and
+only the holder of the Lease works.
+
+Informers watch Workspaces, the pods, Deployments, StatefulSets and Jobs labelled with
+`kaito.sh/workspace` (a change to any of them queues its workspace), and Nodes (a node coming
+or going can satisfy or break any workspace, so all are queued). Followers keep their caches
+warm and campaign; when a leader dies another takes over within the lease duration and
+queues every workspace it knows, so nothing waits for the next change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+from kaito_jupyter.backends.kubernetes import render as r
+from kaito_jupyter.backends.kubernetes.events import Recorder
+from kaito_jupyter.backends.kubernetes.informer import Informer, key_of
+from kaito_jupyter.backends.kubernetes.kube import (
+    DEPLOYMENT,
+    JOB,
+    LEASE,
+    NODE,
+    POD,
+    STATEFULSET,
+    WORKSPACE,
+    ApiError,
+    Kube,
+)
+from kaito_jupyter.backends.kubernetes.reconciler import Reconciler
+from kaito_jupyter.controller.lease import Conflict, LeaderElector
+from kaito_jupyter.controller.plan import WORKSPACE_LABEL
+from kaito_jupyter.controller.queue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "kaito-jupyter-controller"
+
+
+class KubeLeaseStore:
+    """The Lease API for controller.lease (409 becomes Conflict)."""
+
+    def __init__(self, kube: Kube):
+        self.kube = kube
+
+    def read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.kube.find(LEASE, name, namespace)
+
+    def create(self, lease: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.kube.create(LEASE, lease, lease["metadata"]["namespace"])
+        except ApiError as exc:
+            if exc.status == 409:
+                raise Conflict(str(exc)) from None
+            raise
+
+    def replace(self, lease: dict[str, Any]) -> dict[str, Any]:
+        meta = lease["metadata"]
+        try:
+            return self.kube.request("PUT", LEASE.path(meta["namespace"], meta["name"]), body=lease)
+        except ApiError as exc:
+            if exc.status == 409:
+                raise Conflict(str(exc)) from None
+            raise
+
+
+def identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _gpus(node: dict[str, Any]) -> int:
+    try:
+        return int(((node.get("status") or {}).get("allocatable") or {}).get(r.GPU_RESOURCE) or 0)
+    except ValueError:
+        return 0
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        provisioner_factory,
+        *,
+        namespace: str | None = None,  # None: every namespace
+        lease_namespace: str = "kube-system",
+        lease_name: str = LEASE_NAME,
+        lease_duration: float = 15.0,
+        renew_deadline: float = 10.0,
+        retry_period: float = 2.0,
+        workers: int = 2,
+        options: r.RenderOptions | None = None,
+        kaito_runtime: str = "vllm",
+        name: str | None = None,
+        accept=None,  # namespace -> bool: which namespaces' workspaces this one reconciles
+    ):
+        self.kube = kube
+        self.namespace = namespace
+        self.identity = name or identity()
+        self.queue = WorkQueue()
+        selector = WORKSPACE_LABEL
+        self.workspaces = Informer(kube, WORKSPACE, namespace, name="workspaces")
+        self.nodes = Informer(kube, NODE, name="nodes")
+        self.owned = [
+            Informer(kube, kind, namespace, label_selector=selector, name=kind.plural)
+            for kind in (POD, DEPLOYMENT, STATEFULSET, JOB)
+        ]
+        self.workspaces.add_handler(lambda _t, obj: self.queue.add(key_of(obj)))
+        for inf in self.owned:
+            inf.add_handler(self._owned_changed)
+        self.nodes.add_handler(lambda _t, _obj: self.enqueue_all())
+        self.provisioner = provisioner_factory(lambda: self.nodes.items())
+        self.reconciler = Reconciler(
+            kube,
+            self.provisioner,
+            options=options,
+            recorder=Recorder(kube, host=self.identity),
+            kaito_runtime=kaito_runtime,
+            node_gpus=self._node_gpus,
+        )
+        self.elector = LeaderElector(
+            KubeLeaseStore(kube),
+            lease_namespace,
+            lease_name,
+            self.identity,
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
+            on_started_leading=self.enqueue_all,
+        )
+        self.workers = workers
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.accept = accept or (lambda namespace: True)
+        self.reconciles = 0
+        self.errors: list[str] = []
+
+    def _node_gpus(self, name: str) -> int:
+        node = self.nodes.get("", name)
+        return _gpus(node) if node else 0
+
+    def _owned_changed(self, _type: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        ws = (meta.get("labels") or {}).get(WORKSPACE_LABEL)
+        if ws:
+            self.queue.add((meta.get("namespace") or "", ws))
+
+    def enqueue_all(self) -> None:
+        for obj in self.workspaces.items():
+            self.queue.add(key_of(obj))
+
+    @property
+    def leading(self) -> bool:
+        return self.elector.leading.is_set()
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            key = self.queue.get(timeout=0.5)
+            if key is None:
+                continue
+            try:
+                namespace, name = key
+                if not self.leading or not self.accept(namespace):
+                    continue  # followers do not reconcile; the new leader queues everything
+                outcome = self.reconciler.reconcile(namespace, name)
+                self.reconciles += 1
+                self.queue.forget(key)
+                if outcome.requeue_after:
+                    self.queue.add_after(key, outcome.requeue_after)
+            except Exception as exc:
+                # One bad workspace never stops the others: log it and retry it with backoff.
+                delay = self.queue.add_rate_limited(key)
+                status = getattr(exc, "status", None)
+                if status != 409:  # a conflict is a newer version arriving: normal
+                    self.errors.append(f"{key}: {exc}")
+                    log.warning("reconcile %s/%s failed (retry in %.1fs): %s", *key, delay, exc)
+            finally:
+                self.queue.done(key)
+
+    def start(self) -> Controller:
+        for inf in (self.workspaces, self.nodes, *self.owned):
+            inf.start()
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.elector.start()
+        return self
+
+    def wait_synced(self, timeout: float = 30) -> bool:
+        return all(inf.synced.wait(timeout) for inf in (self.workspaces, self.nodes, *self.owned))
+
+    def stop(self, *, release: bool = True) -> None:
+        """Stop; `release=False` leaves the Lease to expire, as a crashed process would."""
+        self._stop.set()
+        self.queue.shutdown()
+        self.elector.stop(release=release)
+        for inf in (self.workspaces, self.nodes, *self.owned):
+            inf.stop()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        self.start()
+        try:
+            (stop or threading.Event()).wait()
+        finally:
+            self.stop()

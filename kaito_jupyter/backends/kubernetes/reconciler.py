@@ -1,0 +1,316 @@
+"""Reconcile one Workspace: level-triggered and idempotent.
+
+Each call reads the workspace as it is now, works out what should exist (nodes through the
+provisioner, then the objects `render` makes from the pure plan), applies them with
+server-side apply as `kaito-jupyter`, reads back what the workload does, and writes the
+conditions `controller.status` derives. Running it twice in a row changes nothing the second
+time; killed half-way, the next run finishes the job (nothing it does depends on having done
+the previous step in the same process).
+
+Owner references let Kubernetes collect the objects when the workspace goes; the finalizer
+holds the workspace only for what Kubernetes cannot collect (a provisioner's agent pools or
+NodeClaims), and is released once the provisioner says they are gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kaito_jupyter.api import conditions as c
+from kaito_jupyter.api.wire import StoredWorkspace
+from kaito_jupyter.backends.kubernetes import render as r
+from kaito_jupyter.backends.kubernetes import workload as w
+from kaito_jupyter.backends.kubernetes.events import Recorder
+from kaito_jupyter.backends.kubernetes.kube import (
+    DEPLOYMENT,
+    JOB,
+    JSON_PATCH,
+    POD,
+    SERVICE,
+    STATEFULSET,
+    WORKSPACE,
+    ApiError,
+    Kube,
+)
+from kaito_jupyter.controller import status as s
+from kaito_jupyter.controller.plan import (
+    FINALIZER,
+    HASH_ANNOTATION,
+    WORKSPACE_LABEL,
+    Plan,
+    PlanError,
+    plan,
+)
+from kaito_jupyter.errors import ProvisioningError
+from kaito_jupyter.provisioners.base import NodeRequest, Provisioner
+
+log = logging.getLogger(__name__)
+
+RELEASE_RETRY = 2.0  # seconds between looks while a provisioner releases nodes
+
+
+@dataclass
+class Outcome:
+    requeue_after: float | None = None
+    status_written: bool = False
+
+
+def node_request(stored: StoredWorkspace, p: Plan | None = None) -> NodeRequest:
+    ws = stored.workspace
+    res = ws.resource
+    labels = res.label_selector.as_map() if res and res.label_selector else {}
+    preset = p.preset if p else None
+    return NodeRequest(
+        namespace=stored.namespace,
+        name=stored.name,
+        uid=str(stored.metadata.get("uid") or ""),
+        instance_type=res.instance_type if res else None,
+        count=res.node_count if res else 1,
+        labels=labels,
+        preferred_nodes=tuple(res.preferred_nodes or ()) if res else (),
+        gpus_per_node=p.gpus_per_node if p else 0,
+        os_disk_gib=preset.disk_gib if preset else None,
+    )
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        provisioner: Provisioner,
+        *,
+        options: r.RenderOptions | None = None,
+        recorder: Recorder | None = None,
+        kaito_runtime: str = "vllm",
+        node_gpus=None,
+    ):
+        self.kube = kube
+        self.provisioner = provisioner
+        self.options = options or r.RenderOptions()
+        self.recorder = recorder or Recorder(kube)
+        self.kaito_runtime = kaito_runtime
+        # name -> allocatable GPUs, for nodes whose instance type the catalog does not know.
+        self.node_gpus = node_gpus or (lambda name: 0)
+
+    # -- entry --------------------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        obj = self.kube.find(WORKSPACE, name, namespace)
+        if obj is None:
+            return Outcome()  # gone: owner references collect what it had
+        stored = StoredWorkspace(obj)
+        if stored.deleting:
+            return self._finalize(stored)
+        if FINALIZER not in (stored.metadata.get("finalizers") or []):
+            obj = self._add_finalizer(stored)
+            stored = StoredWorkspace(obj)
+        ws = stored.workspace
+        try:
+            p = plan(ws, kaito_runtime=self.kaito_runtime)
+        except PlanError as exc:
+            message = exc.message + (f"; {exc.hint}" if exc.hint else "")
+            derived = s.derive_invalid(ws.mode, exc.reason, message)
+            return Outcome(
+                status_written=self._write_status(stored, derived, warn=(exc.reason, message))
+            )
+        request = node_request(stored, p)
+        try:
+            nodes = self.provisioner.ensure(request)
+        except ProvisioningError as exc:
+            nodes = s.NodeReport(
+                required=request.count, reason="ProvisioningFailed", message=str(exc), failed=True
+            )
+        if nodes.satisfied:
+            self._apply_objects(stored, p, list(nodes.ready))
+        report = self._observe(p)
+        if p.mode == "tuning":
+            derived = s.derive_tuning(nodes, report)
+        else:
+            established = (stored.status.state or "") in (c.STATE_READY, c.STATE_NOT_READY)
+            derived = s.derive_inference(nodes, report, established=established)
+        written = self._write_status(stored, derived)
+        return Outcome(requeue_after=nodes.retry_after, status_written=written)
+
+    # -- objects ------------------------------------------------------------------------------
+
+    def _owner(self, stored: StoredWorkspace) -> r.Owner:
+        return r.Owner(
+            name=stored.name,
+            namespace=stored.namespace,
+            uid=str(stored.metadata.get("uid")),
+            api_version=str(stored.data.get("apiVersion") or "kaito.sh/v1beta1"),
+        )
+
+    def _gpus(self, p: Plan, nodes: list[str]) -> int:
+        if p.gpus_per_node:
+            return p.gpus_per_node
+        counts = [self.node_gpus(n) for n in nodes]
+        return min(counts) if counts else 0
+
+    def _apply_objects(self, stored: StoredWorkspace, p: Plan, nodes: list[str]) -> None:
+        owner = self._owner(stored)
+        objects = r.render(p, owner, nodes, self.options, gpus=self._gpus(p, nodes))
+        ns, name = stored.namespace, stored.name
+        for obj in objects:
+            kind = obj["kind"]
+            existing = self.kube.find(
+                {
+                    "Job": JOB,
+                    "Deployment": DEPLOYMENT,
+                    "StatefulSet": STATEFULSET,
+                    "Service": SERVICE,
+                }[kind],
+                obj["metadata"]["name"],
+                ns,
+            )
+            if existing is not None and not _owned_by(existing, owner):
+                raise ApiError(
+                    409,
+                    "AlreadyExists",
+                    f"{kind} {ns}/{obj['metadata']['name']} exists and does not belong to workspace {name}: rename or delete it",
+                )
+            if kind == "Job" and existing is not None:
+                old_hash = ((existing.get("metadata") or {}).get("annotations") or {}).get(
+                    HASH_ANNOTATION
+                )
+                if old_hash == p.spec_hash:
+                    continue  # a Job's pod template is immutable; the same spec needs nothing
+                self.kube.delete(JOB, name, ns, propagation="Foreground")
+                continue  # recreated once the old one is gone (its deletion requeues us)
+            self.kube.apply(obj)
+            if existing is None:
+                self.recorder.record(
+                    stored.data, "Normal", "Created", f"created {kind} {obj['metadata']['name']}"
+                )
+        # A change of node count swaps Deployment and StatefulSet: remove the other one.
+        if p.mode == "inference":
+            stale = [DEPLOYMENT] if p.node_count > 1 else [STATEFULSET]
+            if p.node_count <= 1:
+                stale_svc = r.headless_name(name)
+                svc = self.kube.find(SERVICE, stale_svc, ns)
+                if svc is not None and _owned_by(svc, owner):
+                    self.kube.delete(SERVICE, stale_svc, ns)
+            for kind in stale:
+                found = self.kube.find(kind, name, ns)
+                if found is not None and _owned_by(found, owner):
+                    self.kube.delete(kind, name, ns)
+
+    def _observe(self, p: Plan) -> s.WorkloadReport:
+        pods = (
+            self.kube.list(POD, p.namespace, label_selector=f"{WORKSPACE_LABEL}={p.name}").get(
+                "items"
+            )
+            or []
+        )
+        if p.mode == "tuning":
+            return w.tuning_report(self.kube.find(JOB, p.name, p.namespace), pods)
+        kind = STATEFULSET if p.node_count > 1 else DEPLOYMENT
+        return w.inference_report(self.kube.find(kind, p.name, p.namespace), pods, p.spec_hash)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def _write_status(
+        self, stored: StoredWorkspace, derived: s.Derived, *, warn: tuple[str, str] | None = None
+    ) -> bool:
+        old = stored.data.get("status") if isinstance(stored.data.get("status"), dict) else {}
+        new, changed = s.write(old, derived, generation=stored.generation)
+        if not changed:
+            return False
+        self.kube.patch(
+            WORKSPACE,
+            stored.name,
+            stored.namespace,
+            # resourceVersion makes the write conditional: a newer object means a newer reconcile.
+            {"metadata": {"resourceVersion": stored.resource_version}, "status": new},
+            sub="status",
+        )
+        self._record_transitions(stored, old or {}, new, warn)
+        return True
+
+    def _record_transitions(self, stored: StoredWorkspace, old: dict, new: dict, warn) -> None:
+        before = {x.get("type"): x for x in old.get("conditions") or []}
+        for cond in new.get("conditions") or []:
+            prev = before.get(cond["type"]) or {}
+            if (prev.get("status"), prev.get("reason"), prev.get("message")) == (
+                cond.get("status"),
+                cond.get("reason"),
+                cond.get("message"),
+            ):
+                continue
+            if (
+                cond["type"] in (c.INFERENCE_READY, c.JOB_STARTED, c.RESOURCE_READY)
+                and cond["status"] == "False"
+            ):
+                if cond.get("reason") in _WARNING_REASONS or (
+                    cond["type"] == c.RESOURCE_READY and _failed(new)
+                ):
+                    self.recorder.record(
+                        stored.data, "Warning", cond["reason"], cond.get("message") or ""
+                    )
+            elif cond["type"] == c.WORKSPACE_SUCCEEDED and cond["status"] == "True":
+                self.recorder.record(
+                    stored.data, "Normal", "WorkspaceSucceeded", cond.get("message") or ""
+                )
+        if warn and not any(x.get("reason") == warn[0] for x in before.values()):
+            self.recorder.record(stored.data, "Warning", warn[0], warn[1])
+
+    # -- deletion -----------------------------------------------------------------------------
+
+    def _add_finalizer(self, stored: StoredWorkspace) -> dict[str, Any]:
+        finalizers = list(stored.metadata.get("finalizers") or [])
+        return self.kube.patch(
+            WORKSPACE,
+            stored.name,
+            stored.namespace,
+            {
+                "metadata": {
+                    "resourceVersion": stored.resource_version,
+                    "finalizers": [*finalizers, FINALIZER],
+                }
+            },
+        )
+
+    def _finalize(self, stored: StoredWorkspace) -> Outcome:
+        finalizers = list(stored.metadata.get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            return Outcome()
+        self._write_status(stored, s.derive_deleting())
+        if not self.provisioner.release(node_request(stored)):
+            return Outcome(requeue_after=RELEASE_RETRY)
+        remaining = [f for f in finalizers if f != FINALIZER]
+        self.kube.patch(
+            WORKSPACE,
+            stored.name,
+            stored.namespace,
+            [
+                {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+                {"op": "replace", "path": "/metadata/finalizers", "value": remaining},
+            ],
+            content_type=JSON_PATCH,
+        )
+        self.recorder.record(
+            stored.data, "Normal", "Released", "external resources released; finalizer removed"
+        )
+        return Outcome()
+
+
+_WARNING_REASONS = {
+    s.IMAGE_PULL_ERROR,
+    s.CRASH_LOOP,
+    s.OOM_KILLED,
+    s.CONTAINER_START_ERROR,
+    s.EVICTED,
+    s.UNSCHEDULABLE,
+    "WorkspaceTuningJobStatusFailed",
+}
+
+
+def _failed(status: dict) -> bool:
+    return any(x.get("reason") == "workspaceFailed" for x in status.get("conditions") or [])
+
+
+def _owned_by(obj: dict[str, Any], owner: r.Owner) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == owner.uid for ref in refs)
