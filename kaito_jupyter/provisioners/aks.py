@@ -35,6 +35,7 @@ from kaito_jupyter.provisioners import agent_pools, arm_errors
 from kaito_jupyter.provisioners.arm_errors import ArmFailure
 from kaito_jupyter.provisioners.azure_client import azure_settings, container_service_client
 from kaito_jupyter.provisioners.base import NodeRequest
+from kaito_jupyter.provisioners.node_state import labelled, node_ready
 from kaito_jupyter.provisioners.pacing import Pacer
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ INVALID_RESOURCE = "InvalidResource"
 POOL_NAME_TAKEN = "AgentPoolNameTaken"
 POOL_FAILED = "AgentPoolFailed"
 COLLECT_KEY = "__collect__"
-NOT_READY_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
 
 
 class AksProvisioner:
@@ -56,7 +56,7 @@ class AksProvisioner:
     def __init__(
         self,
         settings: Settings | AzureSettings,
-        kube: Any,
+        list_nodes: Callable[[], list[dict[str, Any]]] | None,
         *,
         client: Any = None,
         credential: Any = None,
@@ -76,7 +76,7 @@ class AksProvisioner:
         self.resource_group = azure.resource_group
         self.cluster = azure.cluster_name
         self._client = client or container_service_client(azure, credential, retry_total=0)
-        self._core = _core_api(kube)
+        self._list_nodes = list_nodes
         self.pacer = pacer or Pacer()
         self.poll_seconds = poll_seconds
         self.collect_grace_seconds = collect_grace_seconds
@@ -378,28 +378,8 @@ class AksProvisioner:
 
     def _nodes(self, pool: str) -> tuple[tuple[str, ...], int]:
         """Names of the pool's Ready nodes, and how many of its nodes joined at all."""
-        if self._core is None:
+        if self._list_nodes is None:
             return (), 0
-        selector = f"{agent_pools.LABEL_AGENT_POOL}={pool}"
-        items = self._core.list_node(label_selector=selector).items
-        ready = tuple(sorted(n.metadata.name for n in items if node_ready(n)))
-        return ready, len(items)
-
-
-def node_ready(node) -> bool:
-    """Ready, schedulable, and past the node lifecycle controller's not-ready taints."""
-    if node.metadata.deletion_timestamp is not None or (node.spec and node.spec.unschedulable):
-        return False
-    conditions = (node.status.conditions if node.status else None) or []
-    if not any(c.type == "Ready" and c.status == "True" for c in conditions):
-        return False
-    taints = (node.spec.taints if node.spec else None) or []
-    return not any(t.key in NOT_READY_TAINTS for t in taints)
-
-
-def _core_api(kube: Any):
-    if kube is None or hasattr(kube, "list_node"):
-        return kube
-    from kubernetes import client
-
-    return client.CoreV1Api(kube)
+        members = labelled(self._list_nodes(), agent_pools.LABEL_AGENT_POOL, pool)
+        ready = tuple(sorted(n["metadata"]["name"] for n in members if node_ready(n)))
+        return ready, len(members)

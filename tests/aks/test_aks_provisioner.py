@@ -7,10 +7,12 @@ would, after the report's retry_after.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import pytest
+from kubernetes.client import CoreV1Api
 
 from kaito_jupyter.provisioners import agent_pools
 from kaito_jupyter.provisioners.aks import AksProvisioner
@@ -20,16 +22,31 @@ from kaito_jupyter.provisioners.pacing import Pacer
 SKU = "Standard_NC6s_v3"
 
 
+def node_lister(api):
+    """The cluster's Nodes as the API server serves them (dicts), as the controller's node
+    informer hands them to a provisioner."""
+
+    def list_nodes() -> list[dict]:
+        response = CoreV1Api(api).list_node(_preload_content=False)
+        return json.loads(response.data)["items"]
+
+    return list_nodes
+
+
 @pytest.fixture
-def provisioner(azure_settings, testbed):
+def nodes_api(testbed):
     api = testbed.new_api_client()
-    # A quick backoff and a generous budget: the tests wait for ARM, not for the pacer.
-    pacer = Pacer(calls_per_minute=600, base_delay=0.2, max_delay=2.0)
-    prov = AksProvisioner(azure_settings, api, pacer=pacer, poll_seconds=0.5)
     try:
-        yield prov
+        yield node_lister(api)
     finally:
         api.close()
+
+
+@pytest.fixture
+def provisioner(azure_settings, nodes_api):
+    # A quick backoff and a generous budget: the tests wait for ARM, not for the pacer.
+    pacer = Pacer(calls_per_minute=600, base_delay=0.2, max_delay=2.0)
+    return AksProvisioner(azure_settings, nodes_api, pacer=pacer, poll_seconds=0.5)
 
 
 def _request(name: str, count: int = 1, sku: str = SKU, **extra) -> NodeRequest:
@@ -210,7 +227,7 @@ def test_server_errors_back_off_and_recover(provisioner, arm, testbed):
 
 
 def test_a_restarted_controller_finds_its_pool_instead_of_making_another(
-    provisioner, azure_settings, arm, testbed
+    provisioner, azure_settings, arm, nodes_api
 ):
     request = _request("restarted")
     pool = agent_pools.pool_name("default", "restarted")
@@ -218,16 +235,11 @@ def test_a_restarted_controller_finds_its_pool_instead_of_making_another(
     assert provisioner.ensure(request).reason == "Provisioning"
 
     # A new process: no memory of the create.
-    api = testbed.new_api_client()
-    try:
-        fresh = AksProvisioner(
-            azure_settings, api, pacer=Pacer(calls_per_minute=600, base_delay=0.2), poll_seconds=0.5
-        )
-        drive(fresh, request, settled)
-        assert len(arm.requests("agentPools.createOrUpdate", pool=pool)) == 1
-        release(fresh, request)
-    finally:
-        api.close()
+    pacer = Pacer(calls_per_minute=600, base_delay=0.2)
+    fresh = AksProvisioner(azure_settings, nodes_api, pacer=pacer, poll_seconds=0.5)
+    drive(fresh, request, settled)
+    assert len(arm.requests("agentPools.createOrUpdate", pool=pool)) == 1
+    release(fresh, request)
 
 
 def test_scaling_the_workspace_scales_its_pool(provisioner, arm, testbed):
