@@ -7,6 +7,7 @@ would, after the report's retry_after.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -14,8 +15,9 @@ import uuid
 import pytest
 from kubernetes.client import CoreV1Api
 
-from kaito_jupyter.provisioners import agent_pools
+from kaito_jupyter.provisioners import agent_pools, selection
 from kaito_jupyter.provisioners.aks import AksProvisioner
+from kaito_jupyter.provisioners.azure_client import write_cluster_user_kubeconfig
 from kaito_jupyter.provisioners.base import NodeRequest
 from kaito_jupyter.provisioners.pacing import Pacer
 
@@ -290,3 +292,26 @@ def test_orphan_pools_are_collected(provisioner, arm, testbed):
     provisioner.collect_grace_seconds = 3600
     assert provisioner.collect(set()) == []
     release(provisioner, kept)
+
+
+def test_connect_by_aks_coordinates_alone(azure_settings, testbed, tmp_path):
+    path = write_cluster_user_kubeconfig(azure_settings, str(tmp_path / "aks.kubeconfig"))
+    assert (tmp_path / "aks.kubeconfig").stat().st_mode & 0o777 == 0o600
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=path)
+    try:
+        names = {n["metadata"]["name"] for n in node_lister(api)()}
+    finally:
+        api.close()
+    assert any(name.startswith("aks-nodepool1-") for name in names)
+
+
+def test_auto_picks_aks_for_the_configured_cluster_only(azure_settings, nodes_api):
+    assert azure_settings.provisioner == "aks"  # what `run --arm` exports
+    auto = dataclasses.replace(azure_settings, provisioner="auto")
+    assert selection.choose(auto, None, nodes_api) == "aks"
+    other = dataclasses.replace(
+        auto, azure=dataclasses.replace(auto.azure, cluster_name="someone-elses")
+    )
+    assert selection.choose(other, None, nodes_api) == "byo"

@@ -12,7 +12,7 @@ import pytest
 from kubernetes.client import ApiextensionsV1Api
 from kubernetes.client.exceptions import ApiException
 
-from kaito_jupyter.provisioners import nodeclaim
+from kaito_jupyter.provisioners import nodeclaim, selection
 from kaito_jupyter.provisioners.base import NodeRequest
 from kaito_jupyter.provisioners.nodeclaim import NodeClaimProvisioner
 from tests.testbed.gpu_nodes import gpu_node
@@ -238,3 +238,11 @@ def test_orphan_claims_are_collected_and_fewer_nodes_delete_claims(testbed, rest
         nodeclaim.claim_name("default", "kept-claims", 0)
     ]
     prov.release(kept)
+
+
+def test_auto_picks_nodeclaim_where_nodeclaims_are_served(rest, tmp_path):
+    from kaito_jupyter import config
+
+    settings = config.load(path=tmp_path / "kaito.yaml", environ={})
+    assert settings.provisioner == "auto"
+    assert selection.choose(settings, rest) == "nodeclaim"

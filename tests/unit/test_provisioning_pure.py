@@ -260,3 +260,38 @@ def test_a_permanent_failure_holds_its_key_only():
     assert pacer.wait("a") == 300 and pacer.wait("b") == 0
     pacer.forget("a")
     assert pacer.wait("a") == 0
+
+
+# -- auto selection ------------------------------------------------------------------------
+
+
+def _settings(tmp_path, **environ):
+    from kaito_jupyter import config
+
+    return config.load(path=tmp_path / "kaito.yaml", environ=environ)
+
+
+def _node(group: str | None) -> dict:
+    labels = {"kubernetes.azure.com/cluster": group} if group else {}
+    return {"metadata": {"name": "n", "labels": labels}}
+
+
+def test_auto_without_coordinates_or_nodeclaims_is_byo(tmp_path):
+    from kaito_jupyter.provisioners import selection
+
+    assert selection.choose(_settings(tmp_path), None) == "byo"
+    explicit = _settings(tmp_path, KAITO_PROVISIONER="nodeclaim")
+    assert selection.choose(explicit, None) == "nodeclaim"
+
+
+def test_auto_is_aks_only_on_the_configured_cluster(tmp_path):
+    from kaito_jupyter.provisioners import selection
+
+    settings = _settings(
+        tmp_path, AZURE_SUBSCRIPTION_ID="s", KAITO_AKS_RESOURCE_GROUP="rg", KAITO_AKS_CLUSTER="c1"
+    )
+    assert selection.choose(settings, None, lambda: [_node("MC_rg_c1_eastus")]) == "aks"
+    assert selection.choose(settings, None, lambda: [_node("mc_RG_c1_westeurope")]) == "aks"
+    assert selection.choose(settings, None, lambda: [_node("MC_rg_c2_eastus")]) == "byo"
+    assert selection.choose(settings, None, lambda: [_node(None)]) == "byo"  # not AKS at all
+    assert selection.choose(settings, None, lambda: []) == "aks"  # nothing to contradict it
