@@ -83,6 +83,7 @@ class Sku(_Data):
     vcpus: int
     memory_gib: int
     nvme: bool = False
+    price_per_hour: float | None = None  # list price of one node, USD (see kaito_jupyter/cost.py)
 
     @property
     def total_gpu_memory_gib(self) -> float:

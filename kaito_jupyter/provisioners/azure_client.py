@@ -84,3 +84,49 @@ def container_service_client(
     return ContainerServiceClient(
         token_credential or credential(azure), azure.subscription_id, **options
     )
+
+
+def cluster_user_kubeconfig(
+    settings: Settings | AzureSettings, token_credential: TokenCredential | None = None
+) -> str:
+    """The AKS cluster's user kubeconfig, fetched with listClusterUserCredential: with the
+    subscription, resource group and cluster configured, no kubeconfig file is needed."""
+    azure = azure_settings(settings)
+    if not (azure.resource_group and azure.cluster_name):
+        raise ProvisioningError(
+            "no AKS cluster is configured to fetch a kubeconfig from",
+            reason="MissingConfiguration",
+            hint="set KAITO_AKS_RESOURCE_GROUP and KAITO_AKS_CLUSTER (or azure.* in kaito.yaml)",
+        )
+    with container_service_client(azure, token_credential) as client:
+        result = client.managed_clusters.list_cluster_user_credentials(
+            azure.resource_group, azure.cluster_name
+        )
+    for kubeconfig in result.kubeconfigs or []:
+        value = kubeconfig.value
+        if isinstance(value, str):  # base64 on the wire; some SDK versions leave it so
+            import base64
+
+            value = base64.b64decode(value)
+        return bytes(value).decode()
+    raise ProvisioningError(
+        f"AKS returned no user kubeconfig for {azure.cluster_name}",
+        reason="NoKubeconfig",
+        hint="check the identity may call listClusterUserCredential on the cluster",
+    )
+
+
+def write_cluster_user_kubeconfig(
+    settings: Settings | AzureSettings,
+    path: str,
+    token_credential: TokenCredential | None = None,
+) -> str:
+    """cluster_user_kubeconfig() written to `path`, readable by its owner only (it may hold
+    a token); returns the path, for KUBECONFIG."""
+    import os
+
+    text = cluster_user_kubeconfig(settings, token_credential)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path

@@ -1,0 +1,85 @@
+"""What a workspace's nodes cost: the list price per hour of its instance type, from
+presets/skus.yaml, times its node count; and the total since its nodes were created.
+
+The prices are list prices (pay-as-you-go, Linux, on-demand) in USD for one region per cloud;
+`BASIS` says which, when they were read, and that they are not verified. Every surface that
+shows a cost shows `basis_note()` with it, so nobody mistakes an estimate for a bill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from kaito_jupyter import catalog
+
+
+@dataclass(frozen=True)
+class PriceBasis:
+    cloud: str
+    region: str
+    currency: str
+    as_of: str
+    source: str
+    verified: bool
+
+
+BASIS = {
+    "azure": PriceBasis(
+        "azure",
+        "eastus",
+        "USD",
+        "2024-2025, written down 2026-12-03",
+        "Azure Linux virtual machines pay-as-you-go list, from memory",
+        verified=False,
+    ),
+    "aws": PriceBasis(
+        "aws",
+        "us-east-1",
+        "USD",
+        "2024-2025, written down 2026-12-03",
+        "EC2 on-demand Linux list, from memory",
+        verified=False,
+    ),
+}
+
+
+def price_per_hour(instance_type: str | None) -> float | None:
+    """List price of one node of `instance_type` per hour, or None where unknown."""
+    sku = catalog.find_sku(instance_type) if instance_type else None
+    return sku.price_per_hour if sku else None
+
+
+def hourly_cost(instance_type: str | None, count: int) -> float | None:
+    price = price_per_hour(instance_type)
+    return None if price is None else round(price * max(count, 0), 4)
+
+
+def cost_since(
+    instance_type: str | None, count: int, since: datetime, now: datetime | None = None
+) -> float | None:
+    """What `count` nodes have cost since `since` (their pool's creation), at list price."""
+    hourly = hourly_cost(instance_type, count)
+    if hourly is None:
+        return None
+    now = now or datetime.now(UTC)
+    hours = max(0.0, (now - since).total_seconds() / 3600)
+    return round(hourly * hours, 2)
+
+
+def basis_note(instance_type: str | None) -> str:
+    sku = catalog.find_sku(instance_type) if instance_type else None
+    basis = BASIS.get(sku.cloud) if sku else None
+    if basis is None:
+        return "no list price known"
+    checked = "verified" if basis.verified else "unverified"
+    return f"{basis.cloud} {basis.region} list price ({basis.as_of}; {checked})"
+
+
+def describe(instance_type: str | None, count: int) -> str:
+    """ "$6.12/h (2 x $3.06, azure eastus list price (...; unverified))", or why not."""
+    price = price_per_hour(instance_type)
+    if price is None:
+        return f"no list price known for {instance_type or 'an unset instance type'}"
+    total = hourly_cost(instance_type, count)
+    return f"${total:.2f}/h ({count} x ${price:.2f}, {basis_note(instance_type)})"
