@@ -144,26 +144,44 @@ class KaitoExtension(ExtensionApp):
     # ------------------------------------------------------------------------ reconciler
 
     def _start_controller(self) -> None:
+        """The reconciler in this process, as `kaito controller` runs it: it stands by until it
+        holds the backend's lease, so one is active however many servers share the backend.
+        Without an in-process controller for the backend, ensure_controller starts or finds one."""
         if not self.reconcile:
             self.controller_note = "reconcile is off: another process must run the controller"
             return
+        run = self._controller_entry()
+        target = self.kick_controller if run is None else self._guard
+        args = () if run is None else (run, self._controller_stop)
+        self._controller_thread = threading.Thread(
+            target=target, args=args, name="kaito-controller", daemon=True
+        )
+        self._controller_thread.start()
+
+    def _controller_entry(self):
+        """A callable `run(stop=...)` that reconciles until `stop`, or None."""
         backend = self.kaito_backend
-        run = getattr(backend, "run_controller", None)
-        if callable(run):
-            stop = self._controller_stop
-            self._controller_thread = threading.Thread(
-                target=self._guard, args=(run, stop), name="kaito-controller", daemon=True
-            )
-            self._controller_thread.start()
-        else:
-            self._controller_thread = threading.Thread(
-                target=self.kick_controller, name="kaito-controller", daemon=True
-            )
-            self._controller_thread.start()
+        own = getattr(backend, "run_controller", None)
+        if callable(own):
+            return own
+        if self.backend_factory:  # an embedded backend brings its own controller, or none
+            return None
+        from kaito_jupyter import backends
+
+        entry = getattr(backends, "run_controller", None)
+        if entry is None or backend.name != "local":
+            return None
+        settings = self.settings_now()
+        return lambda stop: entry(settings, backend.name, stop=stop)
 
     def _guard(self, run, stop: threading.Event) -> None:
+        self.controller_note = "this server runs the reconciler (or stands by for the lease)"
         try:
             run(stop=stop)
+        except KaitoError as exc:
+            self.controller_note = f"no reconciler in this server: {exc.message}"
+            self.log.warning("kaito: %s", self.controller_note)
+            self.kick_controller()
         except Exception:
             self.log.exception("kaito: the reconciler stopped")
 

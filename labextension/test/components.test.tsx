@@ -195,7 +195,7 @@ describe('NodeList', () => {
         ]}
       />
     );
-    const row = $('tr[data-node="aks-gpu-0"]');
+    const row = $('li[data-node="aks-gpu-0"]');
     expect(row.textContent).toContain('1/1 × A100 80 GiB');
     expect(row.textContent).toContain('ws1');
     expect(row.textContent).toContain('$3.67/h');

@@ -9,41 +9,39 @@ export function NodeList(props: { items: INodeInfo[] }): JSX.Element {
     return <p className="jp-Kaito-empty">No GPU nodes.</p>;
   }
   return (
-    <table className="jp-Kaito-nodes">
-      <thead>
-        <tr>
-          <th>Node</th>
-          <th>Instance</th>
-          <th>GPUs</th>
-          <th>Workspaces</th>
-        </tr>
-      </thead>
-      <tbody>
-        {props.items.map(n => (
-          <tr key={n.name} data-node={n.name}>
-            <td title={n.ready ? 'Ready' : 'Not ready'}>
+    <ul className="jp-Kaito-nodes">
+      {props.items.map(n => (
+        <li key={n.name} data-node={n.name} className="jp-Kaito-node">
+          <div className="jp-Kaito-node-head">
+            <span
+              className="jp-Kaito-node-name"
+              title={n.ready ? 'Ready' : 'Not ready'}
+            >
               {n.ready ? '' : '⚠ '}
               {n.name}
-            </td>
-            <td>
-              {n.instanceType ?? '—'}
-              {n.pricePerHour !== null ? (
-                <span className="jp-Kaito-cost"> {cost(n.pricePerHour)}</span>
-              ) : null}
-            </td>
-            <td className="jp-Kaito-gpus">
+            </span>
+            {n.pricePerHour !== null ? (
+              <span className="jp-Kaito-cost">{cost(n.pricePerHour)}</span>
+            ) : null}
+          </div>
+          <div className="jp-Kaito-node-facts">
+            {n.instanceType ? `${n.instanceType} · ` : ''}
+            <span className="jp-Kaito-gpus">
               {n.gpus > 0
                 ? `${n.gpusUsed}/${n.gpus} × ${n.gpuModel ?? 'GPU'}${
                     n.gpuMemoryGib ? ` ${n.gpuMemoryGib} GiB` : ''
                   }`
                 : 'CPU only'}
-            </td>
-            <td>
+            </span>
+          </div>
+          {n.workspaces.length > 0 ? (
+            <div className="jp-Kaito-node-workspaces">
+              runs{' '}
               {n.workspaces.map(w => w.replace(/^default\//, '')).join(', ')}
-            </td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+            </div>
+          ) : null}
+        </li>
+      ))}
+    </ul>
   );
 }

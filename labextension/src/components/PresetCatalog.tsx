@@ -132,11 +132,14 @@ export function PresetCatalog(props: {
         {shown.map(p => (
           <li key={p.name} data-preset={p.name}>
             <div className="jp-Kaito-preset-head">
-              <span className="jp-Kaito-preset-name">{p.name}</span>
-              <span className="jp-Kaito-preset-facts">
-                {p.paramsB}B · {p.gpuMemoryGib} GiB{p.cpu ? ' · CPU' : ''}
-                {p.tuning ? ' · tunable' : ''}
-              </span>
+              <div className="jp-Kaito-preset-text">
+                <div className="jp-Kaito-preset-name">{p.name}</div>
+                <div className="jp-Kaito-preset-facts">
+                  {p.paramsB}B · {p.gpuMemoryGib} GiB GPU memory
+                  {p.cpu ? ' · runs on CPU' : ''}
+                  {p.tuning ? ' · tunable' : ''}
+                </div>
+              </div>
               {open !== p.name ? (
                 <button
                   className="jp-Kaito-button"
