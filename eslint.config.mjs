@@ -21,7 +21,7 @@ export default tseslint.config(
     extends: [eslint.configs.recommended, ...tseslint.configs.recommended],
     languageOptions: {
       parserOptions: {
-        project: './tsconfig.json',
+        project: ['./tsconfig.json', './labextension/test/tsconfig.json'],
         tsconfigRootDir: import.meta.dirname
       }
     },

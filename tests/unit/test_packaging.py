@@ -154,3 +154,56 @@ def test_editable_install_imports_the_top_level_directories():
     assert files["kaito_jupyter"] == ROOT / "kaito_jupyter" / "__init__.py"
     for name in ("magics", "presets", "runtimes"):
         assert files[name] == ROOT / name / "__init__.py", f"kaito_jupyter.{name}: {files[name]}"
+
+
+def test_wheel_enables_the_server_extension_and_ships_the_settings_schema(wheel):
+    data = PurePosixPath(f"kaito_jupyter-{kaito_jupyter.__version__}.data/data")
+    config = data / "etc/jupyter/jupyter_server_config.d/kaito_jupyter.json"
+    enabled = json.loads(wheel.read(str(config)))
+    assert enabled == {"ServerApp": {"jpserver_extensions": {"kaito_jupyter.server": True}}}
+    assert "kaito_jupyter/server/events/workspace.yaml" in _names(wheel)
+    schema = data / LABEXT_DATA / "schemas/kaito-jupyter/sidebar.json"
+    assert "confirmDelete" in json.loads(wheel.read(str(schema)))["properties"]
+
+
+def test_installed_wheel_lists_both_extensions_enabled(wheel, tmp_path):
+    """`pip install` of the wheel into a fresh environment, then Jupyter's own listings. The
+    environment borrows this one's dependencies (a .pth after its own site-packages), so
+    kaito_jupyter itself comes from the wheel only."""
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    ours = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    Path(site, "zz_dependencies.pth").write_text(ours + "\n")
+    subprocess.run(
+        [BIN / "uv", "pip", "install", "--python", python, "--no-deps", "--quiet", wheel.filename],
+        check=True,
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "PYTHON"))}
+    run = {"capture_output": True, "text": True, "timeout": 300, "env": clean, "cwd": tmp_path}
+    where = subprocess.run(
+        [python, "-c", "import kaito_jupyter; print(kaito_jupyter.__file__)"], **run
+    )
+    assert where.stdout.startswith(site), where.stdout + where.stderr
+    # `jupyter server extension list` and `jupyter labextension list`, by module (this
+    # environment's scripts are not on PATH).
+    server_list = "from jupyter_server.extension.serverextension import main; main()"
+    server = subprocess.run([python, "-c", server_list, "list"], **run)
+    out = _plain(server.stdout + server.stderr)
+    assert f"Config dir: {env}/etc/jupyter\n    kaito_jupyter.server enabled" in out, out
+    assert "kaito_jupyter.server" in out and "OK" in out.split("kaito_jupyter.server", 1)[1], out
+    lab_list = "from jupyterlab.labextensions import main; main()"
+    lab = subprocess.run([python, "-c", lab_list, "list"], **run)
+    out = _plain(lab.stdout + lab.stderr)
+    assert "kaito-jupyter v" in out and "enabled" in out.split("kaito-jupyter v", 1)[1], out
+
+
+def _plain(text: str) -> str:
+    """Without the terminal colours Jupyter's listings use."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
