@@ -649,8 +649,10 @@ def run(ctx: harness.Context) -> harness.Section:
         f"plus attention), each run held to the rate of the products it uses. "
         + " ".join(
             f"At the {d} product rate ({gflops[d]:.0f} GFLOP/s) the bound is {roofline[d]:.0f} tokens/s: "
-            + ", ".join(f"{who} reaches {rate / roofline[d]:.0%}" for who, rate in runs_at(d)) + "."
-            for d in gflops if runs_at(d)
+            + ", ".join(f"{who} reaches {rate / roofline[d]:.0%}" for who, rate in runs_at(d))
+            + "."
+            for d in gflops
+            if runs_at(d)
         ),
         "",
         f"What bounds ours: its own step costs {ours_per_token / 1e6:.0f} MFLOP per trained token (the output "

@@ -189,7 +189,9 @@ class Kube:
                 header_params=headers,
                 auth_settings=["BearerToken"],
             )
-            resp = self.api.call_api(method_, url, headers_, encoded, post, _request_timeout=timeout)
+            resp = self.api.call_api(
+                method_, url, headers_, encoded, post, _request_timeout=timeout
+            )
         except ApiException as exc:
             raise _error(exc) from None
         except Exception as exc:  # urllib3 connection errors
