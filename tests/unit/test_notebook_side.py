@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from IPython.testing.globalipapp import get_ipython
 
 from .output import columns, line_with
 from .samples import INFERENCE, with_
+from .shell import kaito_shell
 
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes")
 
@@ -40,17 +40,14 @@ def test_magics_resolve_to_the_repo_directory():
 
 @pytest.fixture(scope="module")
 def ip():
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "kaito_jupyter")
-    return shell
+    return kaito_shell()
 
 
 def test_cell_magic_validates_yaml(ip, capsys):
     import yaml
 
-    ip.run_cell_magic("kaito", "validate", yaml.safe_dump(INFERENCE))
-    out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("workspace.kaito.sh/workspace-phi-3-mini valid (")
+    result = ip.run_cell_magic("kaito", "validate", yaml.safe_dump(INFERENCE))
+    assert repr(result).startswith("workspace.kaito.sh/workspace-phi-3-mini valid (")
 
 
 def test_cell_magic_reports_errors_without_traceback(ip, capsys):
@@ -61,12 +58,15 @@ def test_cell_magic_reports_errors_without_traceback(ip, capsys):
     )
     printed = capsys.readouterr()
     assert printed.out == "" and printed.err.startswith("error: 1 problem found:")
-    line_with(printed.err, "error: resource.instanceType: Insufficient total GPU memory", "phi-4")
+    line_with(printed.err, "line 9: resource.instanceType: Insufficient total GPU memory", "phi-4")
 
 
 def test_line_magic_verbs(ip, capsys):
-    ip.run_line_magic("kaito", "explain phi-3-mini-4k-instruct --instance-type Standard_NC6s_v3")
-    out = capsys.readouterr().out
+    out = repr(
+        ip.run_line_magic(
+            "kaito", "explain phi-3-mini-4k-instruct --instance-type Standard_NC6s_v3"
+        )
+    )
     assert columns(out, "inference") == ["inference", "9Gi", "16Gi", "+7Gi", "float16", "fits"]
     ip.run_line_magic("kaito", "frobnicate")
     printed = capsys.readouterr()
