@@ -39,7 +39,7 @@ class KaitoMagics(Magics):
 
     @line_cell_magic
     def kaito(self, line: str, cell: str | None = None):
-        from kaito_jupyter.magics.args import HelpShown, UsageError
+        from kaito_jupyter.magics.args import HelpShown, UsageError, help_text, parse
         from kaito_jupyter.magics.errors import error_text
 
         from kaito_jupyter.errors import KaitoError
@@ -53,7 +53,11 @@ class KaitoMagics(Magics):
                 raise UsageError(f"cannot read the arguments: {exc}") from None
             debug = "--debug" in argv
             argv = [a for a in argv if a != "--debug"]
-            return self.session.run(argv, cell, sources)
+            args = parse(argv)
+            if args.verb == "help":  # no need to load the command layer for this
+                print(help_text(args.topic))
+                return None
+            return self.session.run(args, cell, sources)
         except HelpShown as shown:
             print(shown.text)
         except KaitoError as exc:

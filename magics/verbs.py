@@ -52,8 +52,7 @@ class Session:
 
         return widgets_render(self.shell)
 
-    def run(self, argv: list[str], cell: str | None, sources: dict[str, str]):
-        args = margs.parse(argv)
+    def run(self, args: argparse.Namespace, cell: str | None, sources: dict[str, str]):
         if cell is not None:
             cell = interpolate(cell, self._namespace())
             sources[CELL] = cell
@@ -79,9 +78,6 @@ class Session:
         return [(CELL, cell)]
 
     # ---------------------------------------------------------------------------- verbs
-
-    def verb_help(self, args, cell, sources):
-        print(margs.help_text(args.topic))
 
     def verb_apply(self, args, cell, sources):
         backend = self.backend()
