@@ -536,3 +536,36 @@ def test_chat_with_a_pending_workspace_says_why(ip, backend, capsys):
 def test_chat_needs_a_prompt(ip, backend, capsys):
     kaito(ip, f"chat {NAME}")
     assert capsys.readouterr().err.startswith("error: chat needs a prompt")
+
+
+def test_interpolation_leaves_yaml_braces_alone():
+    from kaito_jupyter.magics.interpolate import interpolate
+
+    from kaito_jupyter.errors import KaitoError
+
+    class Obj:
+        image = "acr.io/a:1"
+
+    ns = {"acr": "myacr", "obj": Obj(), "n": 2}
+    assert interpolate("image: {acr}.azurecr.io/x", ns) == "image: myacr.azurecr.io/x"
+    assert interpolate("matchLabels: {apps: phi-3}", ns) == "matchLabels: {apps: phi-3}"
+    assert interpolate("{unknown} {obj.image} count: {n}", ns) == "{unknown} acr.io/a:1 count: 2"
+    assert interpolate("literal {{acr}}", ns) == "literal {acr}"
+    assert interpolate("{a: {b: c}}", ns) == "{a: {b: c}}"
+    with pytest.raises(KaitoError, match=r"cannot interpolate \{obj.nope\}"):
+        interpolate("{obj.nope}", ns)
+
+
+def test_validate_debug_raises_and_files_with_json(ip, backend, tmp_path):
+    from kaito_jupyter.errors import ValidationError
+
+    bad = yaml.safe_dump(with_(INFERENCE, inference__preset__name="phi-4"))
+    with pytest.raises(ValidationError):
+        kaito(ip, "validate --debug", bad)
+    good, wrong = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(yaml.safe_dump(INFERENCE))
+    wrong.write_text(bad)
+    report = kaito(ip, f"validate -f {good} -f {wrong} -o json").data
+    assert [(e["file"], e["valid"]) for e in report] == [(str(good), True), (str(wrong), False)]
+    text = kaito(ip, f"validate -f {good} -f {wrong}")
+    assert not text.valid and f"{wrong}: invalid" in text._text()
