@@ -81,10 +81,12 @@ class Session:
 
     def verb_apply(self, args, cell, sources):
         backend = self.backend()
-        applied = []
+        applied, notes = [], []
         for source, text in self._yaml_input("apply", args, cell, sources):
-            applied += commands.apply(text, source=source, backend=backend, dry_run=args.dry_run)
-        return self._finish(applied, args, backend)
+            applied += commands.apply(
+                text, source=source, backend=backend, dry_run=args.dry_run, notes=notes
+            )
+        return self._finish(applied, args, backend, notes=notes)
 
     def verb_deploy(self, args, cell, sources):
         backend = self.backend()
@@ -96,8 +98,9 @@ class Session:
             adapters=args.adapters or None,
             labels=dict(args.labels) or None,
         )
-        applied = commands.apply_workspace(data, backend=backend, dry_run=args.dry_run)
-        return self._finish([applied], args, backend, documents=[data])
+        notes: list[str] = []
+        applied = commands.apply_workspace(data, backend=backend, dry_run=args.dry_run, notes=notes)
+        return self._finish([applied], args, backend, documents=[data], notes=notes)
 
     def verb_tune(self, args, cell, sources):
         backend = self.backend()
@@ -112,10 +115,13 @@ class Session:
             push_secret=args.push_secret,
             labels=dict(args.labels) or None,
         )
-        applied = commands.apply_workspace(data, backend=backend, dry_run=args.dry_run)
-        return self._finish([applied], args, backend, documents=[data])
+        notes: list[str] = []
+        applied = commands.apply_workspace(data, backend=backend, dry_run=args.dry_run, notes=notes)
+        return self._finish([applied], args, backend, documents=[data], notes=notes)
 
-    def _finish(self, applied, args, backend, documents=None) -> r.AppliedResult:
+    def _finish(self, applied, args, backend, documents=None, notes=()) -> r.AppliedResult:
+        for note in dict.fromkeys(notes):  # the controller's word: started, or none runs
+            print(f"note: {note}", flush=True)
         result = r.AppliedResult(applied, dry_run=args.dry_run, documents=documents)
         if not args.wait or args.dry_run:
             return result

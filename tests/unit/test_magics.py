@@ -143,6 +143,14 @@ def test_apply_takes_several_documents_and_interpolates_variables(ip, backend):
     assert backend.items["second"].data["inference"]["preset"]["name"] == "phi-3-mini-128k-instruct"
 
 
+def test_apply_shows_what_the_backend_says_about_its_controller(ip, backend, capsys):
+    backend.ensure_controller = lambda: "no controller reconciles workspaces in this cluster yet"
+    kaito(ip, "apply", yaml.safe_dump(INFERENCE))
+    assert capsys.readouterr().out == (
+        "note: no controller reconciles workspaces in this cluster yet\n"
+    )
+
+
 def test_apply_dry_run_changes_nothing(ip, backend):
     result = kaito(ip, "apply --dry-run", yaml.safe_dump(INFERENCE))
     assert result._text() == f"workspace.kaito.sh/{NAME} created (dry run)"
