@@ -107,13 +107,19 @@ def apply(
     source: str = "<input>",
     backend: Backend | None = None,
     dry_run: bool = False,
+    notes: list[str] | None = None,
 ) -> list[Applied]:
-    """`kaito apply -f` / `%%kaito apply`: admit, then create or update, all or none."""
+    """`kaito apply -f` / `%%kaito apply`: admit, then create or update, all or none.
+
+    `notes`, when given, receives what the backend says about its controller (started one, or
+    none reconciles this cluster yet) for the surface to show."""
     backend = backend or open_backend()
     documents = admit(text, source=source, backend=backend, namespace=_namespace())
     applied = backend.apply(documents, dry_run=dry_run)
     if not dry_run:
-        backend.ensure_controller()
+        note = backend.ensure_controller()
+        if note and notes is not None:
+            notes.append(note)
     return applied
 
 
@@ -253,7 +259,11 @@ def tune_workspace(
 
 
 def apply_workspace(
-    data: dict[str, Any], *, backend: Backend | None = None, dry_run: bool = False
+    data: dict[str, Any],
+    *,
+    backend: Backend | None = None,
+    dry_run: bool = False,
+    notes: list[str] | None = None,
 ) -> Applied:
     """Admit and apply one workspace given as data (what deploy and tune build)."""
     import yaml
@@ -263,6 +273,7 @@ def apply_workspace(
         source=f"<{data['metadata']['name']}>",
         backend=backend,
         dry_run=dry_run,
+        notes=notes,
     )[0]
 
 

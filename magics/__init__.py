@@ -1,13 +1,17 @@
 """IPython magics: `%kaito` and `%%kaito`.
 
     %load_ext kaito_jupyter
-    %%kaito validate          # the cell is Workspace YAML, verbatim
-    %kaito presets --tuning
-    %kaito skus --cloud azure
-    %kaito explain phi-3-mini-4k-instruct --instance-type Standard_NC6s_v3
+    %%kaito apply --wait        # the cell is Kaito Workspace YAML, verbatim; live progress
+    ws = %kaito get workspace-phi-3-mini
+    %%kaito chat workspace-phi-3-mini
+    What is QLoRA?
 
-The verbs are the `kaito` command's; errors print as messages, never as tracebacks
-(set `%kaito --debug ...` to see one).
+`%kaito help` lists the verbs, `%kaito VERB --help` their flags. Errors print as short
+messages (a validation error points at the YAML line), never as tracebacks unless
+`%kaito --debug VERB ...`. `{var}` in a cell is replaced by the notebook's variable.
+
+This module only imports IPython: `%load_ext kaito_jupyter` stays fast, and everything else
+(the command layer, backends, widgets) is imported by the verb that needs it.
 """
 
 from __future__ import annotations
@@ -17,60 +21,53 @@ import sys
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-USAGE = """usage: %kaito VERB [ARGS]   (or %%kaito VERB with YAML in the cell)
-verbs:
-  validate        check the cell's Workspace YAML (or -f FILE) like Kaito's admission webhook
-  presets         list model presets (--tuning: only tunable ones)
-  skus            list GPU instance types (--cloud azure|aws)
-  explain PRESET --instance-type T [--count N]
-"""
-
 
 @magics_class
 class KaitoMagics(Magics):
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell, **kwargs)
+        self._session = None
+
+    @property
+    def session(self):
+        """The verbs' state in this kernel: the backend, conversations (made on first use)."""
+        if self._session is None:
+            from kaito_jupyter.magics.verbs import Session
+
+            self._session = Session(self.shell)
+        return self._session
+
     @line_cell_magic
     def kaito(self, line: str, cell: str | None = None):
-        from kaito_jupyter.errors import KaitoError
-        from kaito_jupyter.presentation import error_text
+        from kaito_jupyter.magics.args import HelpShown, UsageError, help_text, parse
+        from kaito_jupyter.magics.errors import error_text
 
-        argv = shlex.split(line)
-        debug = "--debug" in argv
-        argv = [a for a in argv if a != "--debug"]
-        if not argv or argv[0] in ("help", "-h", "--help"):
-            print(USAGE)
-            return None
+        from kaito_jupyter.errors import KaitoError
+
+        sources: dict[str, str] = {}
+        debug = False
         try:
-            return self._run(argv, cell)
+            try:
+                argv = shlex.split(line)
+            except ValueError as exc:  # an unclosed quote
+                raise UsageError(f"cannot read the arguments: {exc}") from None
+            debug = "--debug" in argv
+            argv = [a for a in argv if a != "--debug"]
+            args = parse(argv)
+            if args.verb == "help":  # no need to load the command layer for this
+                print(help_text(args.topic))
+                return None
+            return self.session.run(args, cell, sources)
+        except HelpShown as shown:
+            print(shown.text)
         except KaitoError as exc:
             if debug:
                 raise
-            print(f"error: {error_text(exc)}", file=sys.stderr)
-        except SystemExit:  # argparse already printed the usage problem
-            pass
-        return None
-
-    def _run(self, argv: list[str], cell: str | None):
-        from kaito_jupyter import api, cli, config
-        from kaito_jupyter.errors import KaitoError
-
-        verb = argv[0]
-        if (
-            verb == "validate"
-            and cell is not None
-            and "-f" not in argv
-            and "--filename" not in argv
-        ):
-            allowed = config.load().allowed_private_registries
-            checked = api.check_text(cell, "<cell>", allowed_registries=allowed)
-            for c in checked:
-                ws = c.workspace
-                print(f"workspace.kaito.sh/{ws.name} valid ({ws.mode}: {ws.preset_name})")
-                for issue in c.warnings:
-                    print(f"  {issue}")
-            return None
-        if verb not in ("validate", "presets", "skus", "explain"):
-            raise KaitoError(f"unknown verb {verb!r}", hint="run `%kaito help`")
-        cli.main(argv)
+            print(error_text(exc, sources), file=sys.stderr)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            print("interrupted", file=sys.stderr)
         return None
 
 
