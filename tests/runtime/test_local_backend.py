@@ -245,3 +245,42 @@ def test_ensure_controller_starts_one_detached_controller(local):
     assert os.getsid(leader.pid) == leader.pid  # its own session: outlives this process
     os.kill(leader.pid, signal.SIGTERM)
     wait_until(lambda: local.leader() is None, timeout=60, what="the controller releases the lease")
+
+
+DATA = Path(__file__).resolve().parents[2] / "notebooks" / "data"
+
+
+def test_a_killed_tuning_job_is_retried_and_its_adapter_lands_in_the_local_store(local):
+    import shutil
+
+    (local.root / "configmaps").mkdir(parents=True)
+    shutil.copy(DATA / "qlora-quick.yaml", local.root / "configmaps" / "quick.yaml")
+    local.controller()
+    local.apply([{
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "tune"},
+        "tuning": {
+            "preset": {"name": PRESET}, "method": "qlora", "config": "quick",
+            "input": {"name": "d", "volumeSource": {"hostPath": {"path": str(DATA / "kaito-codename.jsonl")}}},
+            "output": {"image": "kaito-demo/retried:v1"},
+        },
+    }])  # fmt: skip
+
+    def stepping(event) -> bool:
+        cond = event.workspace.workspace.condition(c.WORKSPACE_SUCCEEDED)
+        return bool(cond and "tuning: step" in (cond.message or ""))
+
+    follow(local, "tune", stepping)
+    first = local.store.runtime("default", "tune")
+    os.killpg(first["pid"], signal.SIGKILL)
+    done = follow(local, "tune", lambda e: commands.phase(e.workspace) != "pending")
+    final = done[-1].workspace
+    assert commands.phase(final) == "succeeded", [summary(e) for e in done]
+    message = final.workspace.condition(c.WORKSPACE_SUCCEEDED).message
+    assert "kaito-demo/retried:v1 (local image store" in message and "12 steps" in message
+    row = local.store.runtime("default", "tune")
+    assert row["attempts"] == 1 and row["pid"] != first["pid"]
+    reasons = [e.reason for e in local.events("tune")]
+    assert reasons == ["Started", "BackOff", "Started", "Completed"]
+    from kaito_jupyter.backends.local.image_store import ImageStore
+
+    assert ImageStore(local.root / "oci").find("kaito-demo/retried:v1")
