@@ -320,26 +320,6 @@ def test_a_failing_container_is_classified_and_inference_ready_is_never_true_ove
     wait_event(kube, namespace, reason)
 
 
-def test_deleting_releases_the_finalizer_and_kubernetes_collects_the_workload(
-    kube, backend, controller, testbed, namespace
-):
-    pool(testbed, "delete", labels={"apps": "delete"})
-    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "delete"})
-    backend.apply([doc])
-    name = doc["metadata"]["name"]
-    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready")
-    backend.delete(name)
-    wait_for(
-        kube, WORKSPACE, namespace, lambda objs: name not in objs or None, what="workspace gone"
-    )
-    # Owner references: kube-controller-manager's garbage collector removes the rest.
-    wait_for(
-        kube, DEPLOYMENT, namespace, lambda objs: not objs or None, what="Deployment collected"
-    )
-    wait_for(kube, SERVICE, namespace, lambda objs: not objs or None, what="Service collected")
-    wait_for(kube, POD, namespace, lambda objs: not objs or None, what="pods collected")
-
-
 def test_a_spec_change_rolls_the_workload_to_the_new_revision(
     kube, backend, controller, testbed, namespace
 ):
