@@ -408,3 +408,23 @@ def test_backend_reads_nodes_events_endpoint_and_controller_presence(
     assert endpoint.headers["Authorization"].startswith("Bearer ")
     assert backend.ensure_controller() is None  # the session controller holds the Lease
     assert [w.name for w in backend.list()] == [name]
+
+
+def test_an_inference_template_workload_runs_the_users_pod_on_the_workspaces_node(
+    kube, backend, controller, testbed, namespace
+):
+    nodes = pool(testbed, "template", labels={"apps": "template"})
+    doc = {
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "custom"},
+        "resource": {"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"apps": "template"}}},
+        "inference": {"template": {"spec": {"containers": [{
+            "name": "server", "image": "nginx:1.27",
+            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+        }]}}},
+    }  # fmt: skip
+    backend.apply([doc])
+    wait_for(kube, WORKSPACE, namespace, ready("custom"), what="template workspace ready")
+    [pod] = _pods(kube, namespace, "custom")
+    assert pod["spec"]["nodeName"] in nodes
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["server"]
+    assert pod["metadata"]["annotations"]["kaito.sh/runtime"] == "template"

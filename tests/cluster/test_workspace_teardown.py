@@ -98,3 +98,97 @@ def test_the_finalizer_waits_for_the_provisioner_and_then_deletion_completes(
         assert holders[-1].releases >= 2  # asked again until the provisioner was done
     finally:
         c.stop()
+
+
+def _kaito(testbed, tmp_path, *args, namespace):
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(testbed.kubeconfig),
+        "KAITO_BACKEND": "kubernetes",
+        "KAITO_NAMESPACE": namespace,
+        "KAITO_LEASE_NAMESPACE": namespace,  # its own Lease: the session controller holds the default
+        "JUPYTER_CONFIG_DIR": str(tmp_path),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "kaito_jupyter.cli", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_kaito_controller_reconciles_headless_until_interrupted(
+    kube, testbed, crd_installed, tmp_path
+):
+    import signal
+
+    from kaito_jupyter.backends.kubernetes.backend import KubernetesBackend
+
+    from .conftest import settings_for
+
+    namespace = new_namespace(kube, "solo")
+    pool(testbed, "headless", labels={"apps": "headless"})
+    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "headless"})
+    KubernetesBackend(settings_for(testbed, namespace), kube=kube).apply([doc])
+    proc = _kaito(testbed, tmp_path, "controller", "--backend", "kubernetes", namespace=namespace)
+    try:
+        wait_for(
+            kube,
+            WORKSPACE,
+            namespace,
+            ready(doc["metadata"]["name"]),
+            what="ready by `kaito controller`",
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_with_kaitos_operator_running_kaito_jupyter_is_its_client_and_does_not_reconcile(
+    kube, testbed, crd_installed, tmp_path
+):
+    from kaito_jupyter.backends.kubernetes.backend import KubernetesBackend
+    from kaito_jupyter.backends.kubernetes.kube import DEPLOYMENT
+
+    from .conftest import settings_for
+
+    namespace = new_namespace(kube, "solo")
+    [node] = pool(testbed, "operator", labels={"apps": "operator"})
+    operator = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "kaito-workspace", "labels": {"app.kubernetes.io/name": "workspace"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "kaito-workspace"}},
+            "template": {
+                "metadata": {"labels": {"app": "kaito-workspace"}},
+                "spec": {
+                    "nodeName": node,
+                    "tolerations": [{"key": "sku", "operator": "Exists"}],
+                    "containers": [{"name": "manager", "image": "mcr.microsoft.com/aks/kaito/workspace:0.12.0"}],
+                },
+            },
+        },
+    }  # fmt: skip
+    kube.create(DEPLOYMENT, operator, namespace)
+    try:
+        wait_for(
+            kube, DEPLOYMENT, namespace,
+            lambda o: (o.get("kaito-workspace", {}).get("status") or {}).get("availableReplicas"),
+            what="the operator available",
+        )  # fmt: skip
+        said = KubernetesBackend(settings_for(testbed, namespace), kube=kube).ensure_controller()
+        assert (
+            said and f"Kaito's operator ({namespace}/kaito-workspace)" in said and "client" in said
+        )
+        proc = _kaito(
+            testbed, tmp_path, "controller", "--backend", "kubernetes", namespace=namespace
+        )
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "not starting a second reconciler" in out
+    finally:
+        kube.delete(DEPLOYMENT, "kaito-workspace", namespace)
