@@ -180,7 +180,16 @@ def test_of_two_controllers_one_leads_and_the_other_takes_over_when_it_dies(
             lambda o: condition(o.get(name), "WorkspaceReady") == "True",
             what="ready",
         )
-        assert leader.reconciles > 0 and follower.reconciles == 0
+        # Every Event came from the leader (written before the status that made it Ready).
+        from kaito_jupyter.backends.kubernetes.kube import EVENT
+
+        sources = {
+            e["reportingInstance"]
+            for e in kube.list(EVENT, ns)["items"]
+            if e.get("reportingComponent") == "kaito-jupyter"
+        }
+        assert sources == {leader.identity}
+        assert follower.reconciles == 0
         # The leader dies without a word (no release): its Lease runs out and the other leads.
         leader.stop(release=False)
         wait_for(

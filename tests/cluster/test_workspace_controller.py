@@ -428,3 +428,39 @@ def test_an_inference_template_workload_runs_the_users_pod_on_the_workspaces_nod
     assert pod["spec"]["nodeName"] in nodes
     assert [c["name"] for c in pod["spec"]["containers"]] == ["server"]
     assert pod["metadata"]["annotations"]["kaito.sh/runtime"] == "template"
+
+
+def test_the_command_layer_drives_the_kubernetes_backend_from_admission_to_describe(
+    kube, controller, testbed, namespace, tmp_path, monkeypatch
+):
+    from kaito_jupyter import commands
+
+    for var, value in {
+        "KAITO_BACKEND": "kubernetes", "KUBECONFIG": str(testbed.kubeconfig),
+        "KAITO_NAMESPACE": namespace, "JUPYTER_CONFIG_DIR": str(tmp_path),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(var, value)
+    pool(testbed, "commands", labels={"apps": "commands"})
+    text = yaml.safe_dump(with_labels(readme("inference-phi-3.yaml"), {"apps": "commands"}))
+    [applied] = commands.apply(text, source="phi-3.yaml")
+    assert applied.action == "created"
+    ready_ws = commands.wait("workspace-phi-3-mini", timeout=60)
+    assert commands.phase(ready_ws) == "ready"
+    described = commands.describe("workspace-phi-3-mini")
+    assert described.runtime == "vllm"
+    assert described.endpoint is not None and described.endpoint.url.endswith(":http/proxy")
+    assert [n.name for n in described.nodes] == ready_ws.data["status"]["workerNodes"]
+    # Admission stays strict on our side: a preset that does not fit the instance type.
+    too_big = with_labels(readme("inference-phi-3.yaml"), {"apps": "commands"})
+    too_big["metadata"]["name"] = "too-big"
+    too_big["inference"]["preset"]["name"] = "llama-3.3-70b-instruct"
+    with pytest.raises(ValidationError, match="GPU memory"):
+        commands.apply(yaml.safe_dump(too_big))
+    commands.delete("workspace-phi-3-mini")
+    wait_for(
+        kube,
+        WORKSPACE,
+        namespace,
+        lambda o: "workspace-phi-3-mini" not in o or None,
+        what="deleted",
+    )
