@@ -299,3 +299,33 @@ def test_a_user_who_may_not_install_the_crd_gets_an_error_naming_the_rbac(kube, 
     with pytest.raises(BackendError) as caught:
         nobody.list(WORKSPACE, ns)
     assert "forbidden" in str(caught.value) and "user-rbac.yaml" in str(caught.value)
+
+
+def test_a_tuning_job_that_fails_turns_the_workspace_failed_with_the_jobs_account(
+    kube, testbed, crd_installed
+):
+    from tests.testbed.kwok_stages import EXIT_CODE
+
+    ns = new_namespace(kube, "solo")
+    backend = KubernetesBackend(settings_for(testbed, ns), kube=kube)
+    # The bed's kubelet (KWOK) exits the Job's pod with code 1.
+    c = backend.controller(
+        namespace=ns, lease_name=f"lease-{uuid.uuid4().hex[:6]}", render={"pod_annotations": {EXIT_CODE: "1"}},
+        lease_duration=3.0, renew_deadline=2.0, retry_period=0.25,
+    ).start()  # fmt: skip
+    try:
+        pool(testbed, "tunefail", labels={"app": "tunefail"})
+        doc = with_labels(readme("tuning-phi-3.yaml"), {"app": "tunefail"})
+        backend.apply([doc])
+        name = doc["metadata"]["name"]
+        ws = wait_for(
+            kube,
+            WORKSPACE,
+            ns,
+            lambda o: (o.get(name, {}).get("status") or {}).get("state") == "Failed" and o[name],
+            what="Failed",
+        )
+        assert condition(ws, "WorkspaceSucceeded") == "False"
+        assert condition(ws, "JobStarted") == "False"
+    finally:
+        c.stop()

@@ -44,13 +44,16 @@ class Holding:
     def __init__(self, byo: ByoProvisioner, gate: threading.Event):
         self.byo, self.gate, self.name = byo, gate, "holding"
         self.releases = 0
+        self.asked = threading.Event()
 
     def ensure(self, request):
         return self.byo.ensure(request)
 
     def release(self, request):
         self.releases += 1
-        return self.gate.is_set()
+        done = self.gate.is_set()
+        self.asked.set()
+        return done
 
     def collect(self, live):
         return []
@@ -89,6 +92,8 @@ def test_the_finalizer_waits_for_the_provisioner_and_then_deletion_completes(
             lambda o: condition(o.get(name), "WorkspaceDeleting") == "True" and o[name],
             what="WorkspaceDeleting",
         )  # fmt: skip
+        assert holders[-1].asked.wait(30)  # the provisioner said "not yet"
+        held = kube.get(WORKSPACE, name, namespace)
         assert FINALIZER in held["metadata"]["finalizers"]
         assert held["metadata"]["deletionTimestamp"]
         gate.set()

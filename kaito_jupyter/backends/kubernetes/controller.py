@@ -111,7 +111,8 @@ class Controller:
         self.workspaces.add_handler(lambda _t, obj: self.queue.add(key_of(obj)))
         for inf in self.owned:
             inf.add_handler(self._owned_changed)
-        self.nodes.add_handler(lambda _t, _obj: self.enqueue_all())
+        self._node_shapes: dict[str, tuple] = {}
+        self.nodes.add_handler(self._node_changed)
         self.provisioner = provisioner_factory(lambda: self.nodes.items())
         self.reconciler = Reconciler(
             kube,
@@ -147,6 +148,30 @@ class Controller:
         ws = (meta.get("labels") or {}).get(WORKSPACE_LABEL)
         if ws:
             self.queue.add((meta.get("namespace") or "", ws))
+
+    def _node_changed(self, type_: str, node: dict[str, Any]) -> None:
+        """Queue every workspace when a node's shape changes (not on each heartbeat)."""
+        name = (node.get("metadata") or {}).get("name", "")
+        if type_ == "DELETED":
+            self._node_shapes.pop(name, None)
+            self.enqueue_all()
+            return
+        meta, spec, st = (
+            node.get("metadata") or {},
+            node.get("spec") or {},
+            node.get("status") or {},
+        )
+        shape = (
+            tuple(sorted((meta.get("labels") or {}).items())),
+            bool(spec.get("unschedulable")),
+            tuple(sorted((t.get("key"), t.get("effect")) for t in spec.get("taints") or [])),
+            tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or [])),
+            _gpus(node),
+            bool(meta.get("deletionTimestamp")),
+        )
+        if self._node_shapes.get(name) != shape:
+            self._node_shapes[name] = shape
+            self.enqueue_all()
 
     def enqueue_all(self) -> None:
         for obj in self.workspaces.items():
