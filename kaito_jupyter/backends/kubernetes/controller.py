@@ -184,6 +184,10 @@ class Controller:
     # -- workers ------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        # Reconciling from half-filled caches would report nodes missing that only had not
+        # been listed yet: wait for the first lists.
+        while not self._stop.is_set() and not self.wait_synced(timeout=1):
+            pass
         while not self._stop.is_set():
             key = self.queue.get(timeout=0.5)
             if key is None:
