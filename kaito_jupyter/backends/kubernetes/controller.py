@@ -111,7 +111,8 @@ class Controller:
         self.workspaces.add_handler(lambda _t, obj: self.queue.add(key_of(obj)))
         for inf in self.owned:
             inf.add_handler(self._owned_changed)
-        self.nodes.add_handler(lambda _t, _obj: self.enqueue_all())
+        self._node_shapes: dict[str, tuple] = {}
+        self.nodes.add_handler(self._node_changed)
         self.provisioner = provisioner_factory(lambda: self.nodes.items())
         self.reconciler = Reconciler(
             kube,
@@ -148,6 +149,30 @@ class Controller:
         if ws:
             self.queue.add((meta.get("namespace") or "", ws))
 
+    def _node_changed(self, type_: str, node: dict[str, Any]) -> None:
+        """Queue every workspace when a node's shape changes (not on each heartbeat)."""
+        name = (node.get("metadata") or {}).get("name", "")
+        if type_ == "DELETED":
+            self._node_shapes.pop(name, None)
+            self.enqueue_all()
+            return
+        meta, spec, st = (
+            node.get("metadata") or {},
+            node.get("spec") or {},
+            node.get("status") or {},
+        )
+        shape = (
+            tuple(sorted((meta.get("labels") or {}).items())),
+            bool(spec.get("unschedulable")),
+            tuple(sorted((t.get("key"), t.get("effect")) for t in spec.get("taints") or [])),
+            tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or [])),
+            _gpus(node),
+            bool(meta.get("deletionTimestamp")),
+        )
+        if self._node_shapes.get(name) != shape:
+            self._node_shapes[name] = shape
+            self.enqueue_all()
+
     def enqueue_all(self) -> None:
         for obj in self.workspaces.items():
             self.queue.add(key_of(obj))
@@ -159,6 +184,10 @@ class Controller:
     # -- workers ------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        # Reconciling from half-filled caches would report nodes missing that only had not
+        # been listed yet: wait for the first lists.
+        while not self._stop.is_set() and not self.wait_synced(timeout=1):
+            pass
         while not self._stop.is_set():
             key = self.queue.get(timeout=0.5)
             if key is None:
