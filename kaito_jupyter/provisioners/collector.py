@@ -19,11 +19,26 @@ log = logging.getLogger(__name__)
 INTERVAL_SECONDS = 120.0  # as Azure/gpu-provisioner's garbage collector
 
 
+class LiveSet:
+    """The live workspaces as `collect` asks about them, for a controller that sees only some
+    namespaces: a workspace in a namespace it does not watch counts as live (it cannot know
+    otherwise, so it must not delete what that workspace owns)."""
+
+    def __init__(self, seen: set[tuple[str, str]], in_scope: Callable[[str], bool]):
+        self.seen = seen
+        self.in_scope = in_scope
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        return key in self.seen or not self.in_scope(key[0])
+
+
 class Collector:
     def __init__(
         self,
         provisioner: Provisioner,
-        live: Callable[[], set[tuple[str, str]]],
+        live: Callable[[], set[tuple[str, str]] | LiveSet],
         leading: Callable[[], bool],
         *,
         interval: float = INTERVAL_SECONDS,

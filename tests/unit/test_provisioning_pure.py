@@ -295,3 +295,13 @@ def test_auto_is_aks_only_on_the_configured_cluster(tmp_path):
     assert selection.choose(settings, None, lambda: [_node("MC_rg_c2_eastus")]) == "byo"
     assert selection.choose(settings, None, lambda: [_node(None)]) == "byo"  # not AKS at all
     assert selection.choose(settings, None, lambda: []) == "aks"  # nothing to contradict it
+
+
+def test_a_namespaced_controller_counts_other_namespaces_as_live():
+    from kaito_jupyter.provisioners.collector import LiveSet
+
+    live = LiveSet({("team-a", "phi")}, lambda namespace: namespace == "team-a")
+    assert ("team-a", "phi") in live
+    assert ("team-a", "gone") not in live
+    assert ("team-b", "anything") in live  # not ours to judge
+    assert "team-a/phi" not in live
