@@ -161,6 +161,8 @@ def test_quota_error_is_an_actionable_condition_and_creates_nothing(provisioner,
     assert (again.reason, again.failed, again.message) == ("QuotaExceeded", True, message)
     assert again.retry_after and again.retry_after > 60
     assert len(arm.requests(pool=pool)) == calls
+    # The hold delays creates, never the workspace's deletion.
+    assert provisioner.release(request) is True
 
 
 def test_quota_error_found_by_the_operation_removes_the_failed_pool(provisioner, arm, testbed):

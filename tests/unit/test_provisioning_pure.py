@@ -260,6 +260,10 @@ def test_a_permanent_failure_holds_its_key_only():
     assert pacer.wait("a") == 300 and pacer.wait("b") == 0
     pacer.forget("a")
     assert pacer.wait("a") == 0
+    pacer.hold("a", 300)
+    pacer.throttled(5.0)
+    pacer.unhold("a")
+    assert pacer.wait("a") == 5  # the key's hold is gone, ARM's Retry-After is not
 
 
 # -- auto selection ------------------------------------------------------------------------
