@@ -1,0 +1,130 @@
+"""End to end on the simulated AKS: Kaito's README inference workspace, verbatim, through the
+real workspace controller with the `aks` provisioner. Its agent pool is created through the
+Azure SDK, the pool's KWOK nodes join the bed, kube-scheduler puts the workspace's pod on one
+of them; deleting the workspace deletes the pool (the finalizer waits for it)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kaito_jupyter.backends.kubernetes.backend import KubernetesBackend
+from kaito_jupyter.backends.kubernetes.controller import Controller
+from kaito_jupyter.backends.kubernetes.install import install
+from kaito_jupyter.backends.kubernetes.kube import NODE, POD, WORKSPACE, Kube
+from kaito_jupyter.controller.plan import FINALIZER
+from kaito_jupyter.provisioners import agent_pools
+from kaito_jupyter.provisioners.aks import AksProvisioner
+from kaito_jupyter.provisioners.pacing import Pacer
+from tests.cluster.conftest import condition, new_namespace, settings_for, wait_for
+
+WORKSPACES = Path(__file__).resolve().parents[2] / "notebooks" / "workspaces"
+NAME = "workspace-phi-3-mini"
+
+
+@pytest.fixture
+def kube(testbed):
+    k = Kube(str(testbed.kubeconfig))
+    install(k)
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def aks_controller(kube, azure_settings, arm):
+    """A controller of its own (namespace `solo-*`, its own Lease) on the aks provisioner."""
+    namespace = new_namespace(kube, "solo-aks")
+
+    def provisioner(list_nodes):
+        pacer = Pacer(calls_per_minute=600, base_delay=0.2, max_delay=2.0)
+        return AksProvisioner(azure_settings, list_nodes, pacer=pacer, poll_seconds=0.5)
+
+    controller = Controller(
+        kube,
+        provisioner,
+        namespace=namespace,
+        lease_name=f"kaito-aks-{uuid.uuid4().hex[:6]}",
+        lease_duration=4.0,
+        renew_deadline=3.0,
+        retry_period=0.5,
+    )
+    controller.start()
+    assert controller.elector.leading.wait(30), "the controller never took its Lease"
+    try:
+        yield controller, namespace
+    finally:
+        controller.stop()
+
+
+def test_readme_workspace_gets_an_agent_pool_runs_on_it_and_deleting_removes_it(
+    kube, aks_controller, testbed, arm
+):
+    controller, namespace = aks_controller
+    backend = KubernetesBackend(settings_for(testbed, namespace), kube=kube)
+    doc = yaml.safe_load((WORKSPACES / "inference-phi-3.yaml").read_text())
+    assert doc["resource"]["instanceType"] == "Standard_NC6s_v3"
+    pool = agent_pools.pool_name(namespace, NAME)
+    arm.faults.add("slow_operation", pool=pool, seconds=3)
+    backend.apply([doc])
+
+    provisioning = wait_for(
+        kube,
+        WORKSPACE,
+        namespace,
+        lambda objs: (
+            NAME in objs
+            and any(
+                c["type"] == "ResourceReady" and c["reason"] == "Provisioning"
+                for c in objs[NAME].get("status", {}).get("conditions", [])
+            )
+            and objs[NAME]
+        ),
+        what="ResourceReady=False Provisioning",
+    )
+    [resource] = [c for c in provisioning["status"]["conditions"] if c["type"] == "ResourceReady"]
+    assert resource["message"].startswith(f"provisioning agent pool {pool} (")
+
+    ws = wait_for(
+        kube,
+        WORKSPACE,
+        namespace,
+        lambda objs: condition(objs.get(NAME), "ResourceReady") == "True" and objs[NAME],
+        timeout=120,
+        what="ResourceReady",
+    )
+    assert FINALIZER in ws["metadata"]["finalizers"]
+    nodes = kube.list(NODE, label_selector=f"kubernetes.azure.com/agentpool={pool}")["items"]
+    names = [n["metadata"]["name"] for n in nodes]
+    assert len(names) == 1 and ws["status"]["workerNodes"] == names
+    labels = nodes[0]["metadata"]["labels"]
+    assert labels["apps"] == "phi-3" and labels["kaito.sh/workspace"] == NAME
+
+    pod = wait_for(
+        kube,
+        POD,
+        namespace,
+        lambda objs: next(
+            (p for p in objs.values() if (p.get("spec") or {}).get("nodeName") in names), None
+        ),
+        what="the workspace's pod scheduled on the pool's node",
+    )
+    assert pod["metadata"]["labels"]["kaito.sh/workspace"] == NAME
+    [put] = arm.requests("agentPools.createOrUpdate", pool=pool)
+    assert put["status"] == 201
+
+    backend.delete(NAME, namespace)
+    wait_for(
+        kube,
+        WORKSPACE,
+        namespace,
+        lambda objs: NAME not in objs,
+        timeout=120,
+        what="the workspace gone, its finalizer released",
+    )
+    assert pool not in {p["name"] for p in arm.pools.list()}
+    assert kube.list(NODE, label_selector=f"kubernetes.azure.com/agentpool={pool}")["items"] == []
+    assert [e["status"] for e in arm.requests("agentPools.delete", pool=pool)][:1] == [202]
+    assert not controller.errors, controller.errors
