@@ -198,3 +198,43 @@ def test_the_controller_collects_a_pool_whose_workspace_is_gone(kube, azure_sett
         controller.stop()
         while not controller.provisioner.release(elsewhere):
             time.sleep(0.5)
+
+
+def test_a_quota_error_is_in_resource_ready_and_a_warning_event(kube, aks_controller, testbed, arm):
+    from kaito_jupyter.backends.kubernetes.kube import EVENT
+
+    _, namespace = aks_controller
+    backend = KubernetesBackend(settings_for(testbed, namespace), kube=kube)
+    doc = yaml.safe_load((WORKSPACES / "inference-phi-3.yaml").read_text())
+    pool = agent_pools.pool_name(namespace, NAME)
+    arm.faults.add("quota_exceeded", pool=pool, limit=0, usage=0)
+    backend.apply([doc])
+    ws = wait_for(
+        kube,
+        WORKSPACE,
+        namespace,
+        lambda objs: (
+            NAME in objs
+            and any(
+                c["type"] == "ResourceReady" and c["reason"] == "QuotaExceeded"
+                for c in objs[NAME].get("status", {}).get("conditions", [])
+            )
+            and objs[NAME]
+        ),
+        what="ResourceReady=False QuotaExceeded",
+    )
+    [resource] = [c for c in ws["status"]["conditions"] if c["type"] == "ResourceReady"]
+    assert resource["status"] == "False"
+    assert "standardNCSv3Family vCPU quota in eastus" in resource["message"]
+    assert "Request at least 6 vCPUs of standardNCSv3Family in eastus" in resource["message"]
+    event = wait_for(
+        kube,
+        EVENT,
+        namespace,
+        lambda objs: next((e for e in objs.values() if e.get("reason") == "QuotaExceeded"), None),
+        what="a QuotaExceeded Event",
+    )
+    assert event["type"] == "Warning" and event["message"] == resource["message"]
+    assert pool not in {p["name"] for p in arm.pools.list()}  # nothing half-created
+    backend.delete(NAME, namespace)
+    wait_for(kube, WORKSPACE, namespace, lambda objs: NAME not in objs, what="deleted")
