@@ -293,6 +293,7 @@ class KubernetesBackend:
                     gpu_memory_gib=sku.gpu_memory_gib if sku else None,
                     ready=ready,
                     workspaces=tuple(sorted(placed.get(name, ()))),
+                    price_per_hour=sku.price_per_hour if sku else None,
                     labels=dict(labels),
                 )
             )

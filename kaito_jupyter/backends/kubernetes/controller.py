@@ -35,6 +35,7 @@ from kaito_jupyter.backends.kubernetes.reconciler import Reconciler
 from kaito_jupyter.controller.lease import Conflict, LeaderElector
 from kaito_jupyter.controller.plan import WORKSPACE_LABEL
 from kaito_jupyter.controller.queue import WorkQueue
+from kaito_jupyter.provisioners.collector import Collector, LiveSet
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,17 @@ class Controller:
         self._node_shapes: dict[str, tuple] = {}
         self.nodes.add_handler(self._node_changed)
         self.provisioner = provisioner_factory(lambda: self.nodes.items())
+        # Orphans of the provisioner (pools, claims of workspaces that are gone), swept while
+        # leading, judged only within the namespaces this controller watches.
+        self.collector = Collector(
+            self.provisioner,
+            lambda: LiveSet(
+                {key_of(o) for o in self.workspaces.items()},
+                lambda ns: (self.namespace is None or ns == self.namespace) and self.accept(ns),
+            ),
+            lambda: self.leading,
+            synced=self.workspaces.synced.is_set,
+        )
         self.reconciler = Reconciler(
             kube,
             self.provisioner,
@@ -219,6 +231,7 @@ class Controller:
             t.start()
             self._threads.append(t)
         self.elector.start()
+        self.collector.start()
         return self
 
     def wait_synced(self, timeout: float = 30) -> bool:
@@ -228,6 +241,7 @@ class Controller:
         """Stop; `release=False` leaves the Lease to expire, as a crashed process would."""
         self._stop.set()
         self.queue.shutdown()
+        self.collector.stop()
         self.elector.stop(release=release)
         for inf in (self.workspaces, self.nodes, *self.owned):
             inf.stop()
