@@ -125,14 +125,22 @@ class KaitoExtension(ExtensionApp):
     def switch(
         self, backend: str, *, context: str | None = None, namespace: str | None = None
     ) -> wire.BackendInfo:
-        """Point this server and kaito.yaml at another backend; restart the watch on it."""
-        commands.use(backend, context=context, namespace=namespace)
+        """Point this server and kaito.yaml at another backend; restart the watch on it.
+
+        The new backend is opened first: if it cannot be (no kubeconfig, say), nothing changes,
+        neither this server nor kaito.yaml."""
+        before = (self.backend, self.context, self.namespace)
         self.backend = backend
         if context is not None:
             self.context = context
         if namespace is not None:
             self.namespace = namespace
-        new = self._open()
+        try:
+            new = self._open()
+            commands.use(backend, context=context, namespace=namespace)
+        except BaseException:
+            self.backend, self.context, self.namespace = before
+            raise
         self._stop_watch()
         self._controller_stop.set()
         self.kaito_backend = new

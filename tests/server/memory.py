@@ -167,4 +167,6 @@ class MemoryBackend:
 
 
 def factory(settings):
+    if settings.backend == "kubernetes":  # as with no cluster to reach
+        raise BackendError("no kubeconfig: cannot reach a cluster", hint="set KUBECONFIG")
     return MemoryBackend(settings)

@@ -7,6 +7,7 @@ import json
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from kaito_jupyter import config
 from kaito_jupyter.server import wire
 
 WORKSPACE = """\
@@ -192,3 +193,11 @@ async def test_backend_indicator_and_switch(jp_fetch, kaito):
     assert status == 200 and body["namespace"] == "ml"
     status, body = await call(jp_fetch, "backend", method="PUT", body={"backend": "mars"})
     assert status == 400 and "backend" in body["message"]
+
+    # A backend that cannot be opened changes nothing: not this server, not kaito.yaml.
+    before = config.config_path().read_text()
+    status, body = await call(jp_fetch, "backend", method="PUT", body={"backend": "kubernetes"})
+    assert status == 502 and "kubeconfig" in body["message"]
+    assert config.config_path().read_text() == before
+    status, body = await call(jp_fetch, "backend")
+    assert (body["backend"], body["namespace"]) == ("local", "ml")
