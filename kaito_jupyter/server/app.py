@@ -169,7 +169,11 @@ class KaitoExtension(ExtensionApp):
     def _controller_entry(self):
         """A callable `run(stop=...)` that reconciles until `stop`, or None."""
         backend = self.kaito_backend
+        settings = self.settings_now()
         own = getattr(backend, "run_controller", None)
+        if callable(own) and backend.name == "kubernetes":
+            # It says why when it does not reconcile (Kaito's own operator runs, say).
+            return lambda stop: own(stop=stop, namespace=settings.namespace)
         if callable(own):
             return own
         if self.backend_factory:  # an embedded backend brings its own controller, or none
@@ -177,15 +181,16 @@ class KaitoExtension(ExtensionApp):
         from kaito_jupyter import backends
 
         entry = getattr(backends, "run_controller", None)
-        if entry is None or backend.name != "local":
+        if entry is None:
             return None
-        settings = self.settings_now()
         return lambda stop: entry(settings, backend.name, stop=stop)
 
     def _guard(self, run, stop: threading.Event) -> None:
         self.controller_note = "this server runs the reconciler (or stands by for the lease)"
         try:
-            run(stop=stop)
+            said = run(stop=stop)
+            if isinstance(said, str) and said:
+                self.controller_note = said
         except KaitoError as exc:
             self.controller_note = f"no reconciler in this server: {exc.message}"
             self.log.warning("kaito: %s", self.controller_note)
