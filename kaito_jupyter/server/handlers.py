@@ -218,7 +218,11 @@ class WorkspacesHandler(KaitoHandler):
             return
         ok, result = await self.call(
             lambda: commands.apply(
-                req.yaml, source="<request>", backend=self.backend, dry_run=req.dryRun
+                req.yaml,
+                source="<request>",
+                backend=self.backend,
+                dry_run=req.dryRun,
+                namespace=self.kaito.settings_now().namespace,
             )
         )
         if ok:
@@ -235,8 +239,15 @@ class DeployHandler(KaitoHandler):
             return
 
         def deploy():
+            namespace = (
+                None if self.backend.name == "local" else self.kaito.settings_now().namespace
+            )
             data = commands.deploy_workspace(
-                req.preset, name=req.name, instance_type=req.instanceType, count=req.count
+                req.preset,
+                name=req.name,
+                instance_type=req.instanceType,
+                count=req.count,
+                namespace=namespace,
             )
             return commands.apply_workspace(data, backend=self.backend)
 
