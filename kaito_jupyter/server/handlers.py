@@ -9,6 +9,7 @@ thread so a long `logs --follow` never holds the shared executor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -192,7 +193,8 @@ class KaitoHandler(ExtensionHandlerMixin, APIHandler):
                 stop.set()
                 break
         if not self._finished:
-            self.finish()
+            with contextlib.suppress(StreamClosedError):  # the client may be gone
+                self.finish()
 
 
 def render_error(exc: KaitoError) -> str:

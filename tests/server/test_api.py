@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -156,6 +157,23 @@ async def test_events_and_logs(jp_fetch, memory):
         jp_fetch, "workspaces", "workspace-smollm2", "logs", params={"tail": "x"}
     )
     assert status == 400
+
+
+async def test_a_followed_log_stream_ends_when_the_client_leaves(jp_fetch, memory):
+    await call(jp_fetch, "workspaces", method="POST", body={"yaml": WORKSPACE})
+    memory.log_lines[:] = ["first"]
+    seen = []
+    with pytest.raises(HTTPClientError):  # the client gives up: its connection closes
+        await jp_fetch(
+            "kaito", "api", "workspaces", "workspace-smollm2", "logs",
+            params={"follow": "true"}, streaming_callback=seen.append, request_timeout=3,
+        )  # fmt: skip
+    assert b"first" in b"".join(seen)
+    for _ in range(600):
+        if memory.log_stops and memory.log_stops[0].is_set():
+            break
+        await asyncio.sleep(0.05)
+    assert memory.log_stops[0].is_set(), "the server kept following logs nobody reads"
 
 
 async def test_chat_streams_from_the_workspace(jp_fetch, memory, smollm2_url):
