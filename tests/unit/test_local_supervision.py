@@ -44,7 +44,8 @@ def test_rotation_copies_and_truncates_while_the_writer_appends(tmp_path):
 
 def test_a_started_process_is_known_by_pid_start_time_and_token(tmp_path):
     started, process = supervisor.start(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"], env=dict(os.environ),
+        # It must outlive the checks: its stdin is /dev/null, so it sleeps rather than reads.
+        [sys.executable, "-c", "import time; time.sleep(60)"], env=dict(os.environ),
         log=tmp_path / "p.log",
     )  # fmt: skip
     try:
