@@ -10,7 +10,8 @@ sampled; adapters apply per row.
 Products: float32, or (`products=torch.bfloat16`, on CPUs that multiply bf16 natively) bf16
 weights and operands with float32 accumulation, everything else float32 (BlockLinear). Decode
 streams every weight once per step, so on CPU its speed is the weights' bytes over the memory
-bandwidth: bf16 halves it.
+bandwidth: bf16 halves it. The LM head is the exception (OutputLinear): its float16 weights
+are as few bytes, and its logits stay float32.
 
 Batch invariance: a sequence's tokens are bitwise the same whether it runs alone or among 63
 others. float32 products run with at least two rows (a one-row product takes a differently
@@ -127,6 +128,45 @@ class BlockLinear:
         return y if self.bias is None else y.add_(self.bias)
 
 
+# float16's largest finite value: weights beyond it cannot be held in float16.
+FLOAT16_MAX = 65504.0
+
+
+class OutputLinear:
+    """The LM head on the bf16-products path: y = x W^T + b with W held in float16 (fbgemm's
+    packed layout) and x, the accumulation and y in float32.
+
+    Why not bf16 there: a logit rounded to bf16 keeps 8 bits, steps of 1/8 at magnitudes 16-32,
+    so two candidate tokens tie or swap and greedy decoding takes the wrong branch (SmolLM2 on
+    an AMD EPYC answered "L'Étoile, la Marseillaise, ..." to the capital of France: its top two
+    first-token logits are 0.08 apart in float32, equal in bf16). float16 weights are as few
+    bytes as bf16 ones, so decode, which streams them, pays nothing for it; fbgemm's kernel runs
+    on any AVX2 CPU, and a row's result depends neither on the row count nor its neighbours.
+    """
+
+    copied = True
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        weight = weight.detach().to(torch.float32)
+        self.out_features, self.in_features = weight.shape
+        self.device = weight.device
+        bias = None if bias is None else bias.detach().to(torch.float32)
+        self.packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
+
+    @staticmethod
+    def fits(weight: torch.Tensor) -> bool:
+        """Whether this CPU runs fbgemm and every weight is finite in float16."""
+        if (
+            weight.device.type != "cpu"
+            or "fbgemm" not in torch.backends.quantized.supported_engines
+        ):
+            return False
+        return bool(weight.detach().abs().max() <= FLOAT16_MAX)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic_fp16(x.to(torch.float32), self.packed)
+
+
 @dataclass
 class Layer:
     device: torch.device
@@ -212,7 +252,7 @@ class LlamaDecoder:
         self.products = products or self.dtype
         # Half-precision products on CPU go in blocks (see the module docstring).
         self.scratch = Scratch(self.products) if self.products != torch.float32 else None
-        self.lm_head = self._linear(model.lm_head.weight)
+        self.lm_head = self._output_linear(model.lm_head.weight)
         self.layers = [self._layer(config, i, m) for i, m in enumerate(base.layers)]
         self.devices = [layer.device for layer in self.layers]
 
@@ -220,6 +260,17 @@ class LlamaDecoder:
         if self.scratch is not None and _onednn(weight):
             return BlockLinear(weight, bias, self.scratch)
         return Linear(weight, bias)
+
+    def _output_linear(self, weight: torch.Tensor):
+        # Logits are never rounded to bf16 (see OutputLinear); float32 where fbgemm is missing.
+        if self.scratch is None or not _onednn(weight):
+            return self._linear(weight)
+        if OutputLinear.fits(weight):
+            try:
+                return OutputLinear(weight)
+            except RuntimeError:  # fbgemm built in, but this CPU lacks what it needs (AVX2)
+                pass
+        return Linear(weight)
 
     def _layer(self, config, index: int, module) -> Layer:
         attn, mlp = module.self_attn, module.mlp

@@ -56,8 +56,9 @@ class InferenceServer:
         try:
             wait_healthy(self.url, self.process, timeout=timeout)
         except NotHealthy as exc:
+            logs = self.logs()  # before stop() closes the log
             self.stop()
-            raise RuntimeError(f"{exc.message}:\n{self.logs()}") from None
+            raise RuntimeError(f"{exc.message}:\n{logs}") from None
 
     def logs(self) -> str:
         self.log.flush()

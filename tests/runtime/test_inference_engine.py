@@ -403,6 +403,30 @@ def test_bf16_product_rows_do_not_depend_on_the_batch(shape, threads):
     torch.testing.assert_close(everything.double(), exact, atol=1e-4, rtol=2**-7)
 
 
+def test_output_layer_keeps_float32_logits(threads, tiny_model):
+    """On the bf16 path the LM head holds float16 weights and returns float32 logits, not ones
+    rounded to bf16 (whose ties made SmolLM2's greedy answer degenerate on an AMD EPYC): rows
+    independent of the batch, and within float16 weight rounding of the product."""
+    from kaito_jupyter.runtimes.inference.decoder import OutputLinear
+
+    assert isinstance(_decoder(tiny_model, "bfloat16").lm_head, OutputLinear)
+    assert not isinstance(_decoder(tiny_model, "float32").lm_head, OutputLinear)
+    torch.manual_seed(0)
+    weight = torch.randn(49152, 576) * 0.05  # SmolLM2-135M's output layer
+    product = OutputLinear(weight)
+    x = torch.randn(80, 576)
+    everything = product(x)
+    assert everything.dtype == torch.float32
+    for rows in (1, 2, 3, 8, 16, 17, 31, 32, 33, 47, 64, 65):
+        assert torch.equal(product(x[:rows]), everything[:rows]), rows
+    order = torch.randperm(80)
+    assert torch.equal(product(x[order]), everything[order])
+    exact = x.double() @ weight.half().double().T
+    torch.testing.assert_close(everything.double(), exact, atol=1e-5, rtol=1e-5)
+    # A bf16-rounded logit would be off by up to 2**-9 of itself: these are 30x closer.
+    assert (everything.double() - exact).abs().max() < 2**-9 * exact.abs().max() / 30
+
+
 @pytest.mark.parametrize("products", PRODUCTS)
 def test_decoder_rows_are_batch_invariant(tiny_model, products):
     """A sequence's logits and keys and values are bitwise the same alone and among others,
