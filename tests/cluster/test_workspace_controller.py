@@ -464,3 +464,32 @@ def test_the_command_layer_drives_the_kubernetes_backend_from_admission_to_descr
         lambda o: "workspace-phi-3-mini" not in o or None,
         what="deleted",
     )
+
+
+def test_an_object_of_the_same_name_that_is_not_the_workspaces_is_left_alone_and_reported(
+    kube, backend, controller, testbed, namespace
+):
+    pool(testbed, "taken", labels={"apps": "taken"})
+    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "taken"})
+    name = doc["metadata"]["name"]
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"ports": [{"port": 8080}]},
+    }
+    kube.create(SERVICE, theirs, namespace)
+    backend.apply([doc])
+    ws = wait_for(
+        kube, WORKSPACE, namespace,
+        lambda o: any(c.get("reason") == "ObjectConflict" for c in (o.get(name, {}).get("status") or {}).get("conditions") or []) and o[name],
+        what="ObjectConflict",
+    )  # fmt: skip
+    message = next(
+        c["message"] for c in ws["status"]["conditions"] if c["type"] == "InferenceReady"
+    )
+    assert f"Service {namespace}/{name} exists and does not belong to workspace {name}" in message
+    assert [p["port"] for p in kube.get(SERVICE, name, namespace)["spec"]["ports"]] == [
+        8080
+    ]  # untouched
+    assert kube.find(DEPLOYMENT, name, namespace) is None
