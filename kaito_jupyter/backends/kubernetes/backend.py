@@ -59,6 +59,14 @@ def _refusal(exc: ApiError, doc: dict[str, Any]) -> ValidationError:
     )
 
 
+def _users_part(obj: dict[str, Any]) -> tuple:
+    """What an apply may change: the spec (its generation: the status subresource keeps status
+    writes from bumping it), labels and annotations. The controller's own writes (status,
+    finalizers) happening meanwhile do not make an apply "configured"."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("generation"), meta.get("labels") or {}, meta.get("annotations") or {})
+
+
 class KubernetesBackend:
     name = "kubernetes"
 
@@ -129,7 +137,7 @@ class KubernetesBackend:
                 raise
             if old is None:
                 action = "created"
-            elif old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion"):
+            elif _users_part(old) == _users_part(new):
                 action = "unchanged"
             else:
                 action = "configured"
