@@ -456,14 +456,8 @@ def test_the_command_layer_drives_the_kubernetes_backend_from_admission_to_descr
     too_big["inference"]["preset"]["name"] = "llama-3.3-70b-instruct"
     with pytest.raises(ValidationError, match="GPU memory"):
         commands.apply(yaml.safe_dump(too_big))
-    commands.delete("workspace-phi-3-mini")
-    wait_for(
-        kube,
-        WORKSPACE,
-        namespace,
-        lambda o: "workspace-phi-3-mini" not in o or None,
-        what="deleted",
-    )
+    commands.delete("workspace-phi-3-mini", wait=True, timeout=60)
+    assert kube.find(WORKSPACE, "workspace-phi-3-mini", namespace) is None
 
 
 def test_an_object_of_the_same_name_that_is_not_the_workspaces_is_left_alone_and_reported(

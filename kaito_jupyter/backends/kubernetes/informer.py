@@ -72,10 +72,13 @@ class Informer:
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
 
-    def start(self, *, resource_version: str | None = None) -> Informer:
+    def start(self, *, resource_version: str | None = None, list_first: bool = False) -> Informer:
         """Run in a daemon thread. `resource_version`: resume a watch from there instead of
-        listing first (what a restarted process that remembers it does)."""
+        listing first (what a restarted process that remembers it does). `list_first`: make
+        the first list in the caller's thread, before this returns (errors raise here)."""
         self.resource_version = resource_version
+        if list_first and resource_version is None:
+            self._list()
         self._thread = threading.Thread(target=self._run, name=f"informer-{self.name}", daemon=True)
         self._thread.start()
         return self
