@@ -337,7 +337,14 @@ def delete(
         timer = threading.Timer(timeout, stop.set)
         timer.start()
         try:
-            for event in backend.watch(stop=stop):
+            # Watch first, then look: a deletion finished before the watch began sends no
+            # DELETED (the kubernetes backend's watch has listed by the time it is returned).
+            events = backend.watch(stop=stop)
+            try:
+                backend.get(name)
+            except NotFound:
+                return stored
+            for event in events:
                 if event.workspace.name == name and event.type == "DELETED":
                     return stored
             if time.monotonic() >= deadline:

@@ -32,8 +32,13 @@ def crd_installed(kube) -> str:
 
 
 def settings_for(testbed, namespace: str = "default") -> config.Settings:
+    # byo: these tests label KWOK nodes themselves (auto would pick nodeclaim wherever a test
+    # of the provisioners installed its CRD into the shared bed).
     s = config.Settings(
-        backend="kubernetes", kubeconfig=str(testbed.kubeconfig), namespace=namespace
+        backend="kubernetes",
+        kubeconfig=str(testbed.kubeconfig),
+        namespace=namespace,
+        provisioner="byo",
     )
     s.kubernetes.lease_namespace = LEASE_NAMESPACE
     return s

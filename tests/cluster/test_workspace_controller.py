@@ -456,11 +456,79 @@ def test_the_command_layer_drives_the_kubernetes_backend_from_admission_to_descr
     too_big["inference"]["preset"]["name"] = "llama-3.3-70b-instruct"
     with pytest.raises(ValidationError, match="GPU memory"):
         commands.apply(yaml.safe_dump(too_big))
-    commands.delete("workspace-phi-3-mini")
-    wait_for(
-        kube,
-        WORKSPACE,
-        namespace,
-        lambda o: "workspace-phi-3-mini" not in o or None,
-        what="deleted",
+    commands.delete("workspace-phi-3-mini", wait=True, timeout=60)
+    assert kube.find(WORKSPACE, "workspace-phi-3-mini", namespace) is None
+
+
+def test_an_object_of_the_same_name_that_is_not_the_workspaces_is_left_alone_and_reported(
+    kube, backend, controller, testbed, namespace
+):
+    pool(testbed, "taken", labels={"apps": "taken"})
+    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "taken"})
+    name = doc["metadata"]["name"]
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"ports": [{"port": 8080}]},
+    }
+    kube.create(SERVICE, theirs, namespace)
+    backend.apply([doc])
+    ws = wait_for(
+        kube, WORKSPACE, namespace,
+        lambda o: any(c.get("reason") == "ObjectConflict" for c in (o.get(name, {}).get("status") or {}).get("conditions") or []) and o[name],
+        what="ObjectConflict",
+    )  # fmt: skip
+    message = next(
+        c["message"] for c in ws["status"]["conditions"] if c["type"] == "InferenceReady"
+    )
+    assert f"Service {namespace}/{name} exists and does not belong to workspace {name}" in message
+    assert [p["port"] for p in kube.get(SERVICE, name, namespace)["spec"]["ports"]] == [
+        8080
+    ]  # untouched
+    assert kube.find(DEPLOYMENT, name, namespace) is None
+
+
+def test_losing_a_node_turns_a_ready_workspace_not_ready(
+    kube, backend, controller, testbed, namespace
+):
+    [node] = pool(testbed, "lost", labels={"apps": "lost"})
+    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "lost"})
+    name = doc["metadata"]["name"]
+    backend.apply([doc])
+    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready")
+    testbed.delete_nodes([node])
+    ws = wait_for(
+        kube, WORKSPACE, namespace,
+        lambda o: condition(o.get(name), "ResourceReady") == "False" and o[name], what="ResourceReady False",
+    )  # fmt: skip
+    assert ws["status"]["state"] == "NotReady"  # it was Ready: NotReady, not Pending
+    assert condition(ws, "WorkspaceReady") == "False"
+
+
+def test_a_v1beta1_workspace_is_stored_and_read_in_both_versions(kube, backend, namespace):
+    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "versions"})
+    doc["apiVersion"] = "kaito.sh/v1beta1"
+    [applied] = backend.apply([doc])
+    assert applied.action == "created"
+    name = doc["metadata"]["name"]
+    alpha = kube.request("GET", f"/apis/kaito.sh/v1alpha1/namespaces/{namespace}/workspaces/{name}")
+    assert alpha["apiVersion"] == "kaito.sh/v1alpha1"
+    assert alpha["inference"] == doc["inference"]
+    assert [a.action for a in backend.apply([doc])] == ["unchanged"]
+
+
+def test_install_upgrades_our_crd_when_its_schema_revision_is_older_and_leaves_it_when_current(
+    kube, crd_installed
+):
+    from kaito_jupyter.backends.kubernetes import install
+
+    assert "current" in install.install(kube)
+    kube.patch(
+        CRD, crd.NAME, None, {"metadata": {"annotations": {crd.SCHEMA_REVISION_ANNOTATION: "0"}}}
+    )
+    assert install.install(kube).startswith("upgraded")
+    assert (
+        kube.get(CRD, crd.NAME)["metadata"]["annotations"][crd.SCHEMA_REVISION_ANNOTATION]
+        == crd.SCHEMA_REVISION
     )

@@ -114,6 +114,7 @@ def _kaito(testbed, tmp_path, *args, namespace):
         **os.environ,
         "KUBECONFIG": str(testbed.kubeconfig),
         "KAITO_BACKEND": "kubernetes",
+        "KAITO_PROVISIONER": "byo",
         "KAITO_NAMESPACE": namespace,
         "KAITO_LEASE_NAMESPACE": namespace,  # its own Lease: the session controller holds the default
         "JUPYTER_CONFIG_DIR": str(tmp_path),

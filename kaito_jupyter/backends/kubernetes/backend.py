@@ -59,6 +59,14 @@ def _refusal(exc: ApiError, doc: dict[str, Any]) -> ValidationError:
     )
 
 
+def _users_part(obj: dict[str, Any]) -> tuple:
+    """What an apply may change: the spec (its generation: the status subresource keeps status
+    writes from bumping it), labels and annotations. The controller's own writes (status,
+    finalizers) happening meanwhile do not make an apply "configured"."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("generation"), meta.get("labels") or {}, meta.get("annotations") or {})
+
+
 class KubernetesBackend:
     name = "kubernetes"
 
@@ -129,7 +137,7 @@ class KubernetesBackend:
                 raise
             if old is None:
                 action = "created"
-            elif old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion"):
+            elif _users_part(old) == _users_part(new):
                 action = "unchanged"
             else:
                 action = "configured"
@@ -169,11 +177,22 @@ class KubernetesBackend:
     def watch(
         self, namespace: str | None = None, *, stop: threading.Event | None = None
     ) -> Iterator[WatchEvent]:
+        """Every workspace as ADDED, then each change. The first list is made here, before
+        this returns, so whatever a caller reads after calling watch() it sees changes of."""
         stop = stop or threading.Event()
         events: queue.Queue = queue.Queue()
         informer = Informer(self.kube, WORKSPACE, self._ns(namespace), name="backend-watch")
         informer.add_handler(lambda t, obj: events.put((t, obj)))
-        informer.start()
+        try:
+            informer.start(list_first=True)
+        except ApiError as exc:
+            if exc.status != 404:  # no CRD yet: no workspaces, and the watch starts empty
+                raise
+            informer.start()
+        return self._drain(informer, events, stop)
+
+    @staticmethod
+    def _drain(informer: Informer, events: queue.Queue, stop: threading.Event):
         try:
             while not stop.is_set():
                 try:

@@ -10,6 +10,7 @@ changed ones as MODIFIED. Handlers get (type, object) with plain dicts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -53,6 +54,7 @@ class Informer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watch = None
+        self._resp = None  # the open watch response, to interrupt its blocking read
         self._thread: threading.Thread | None = None
 
     # -- reading the cache --------------------------------------------------------------------
@@ -70,27 +72,36 @@ class Informer:
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
 
-    def start(self, *, resource_version: str | None = None) -> Informer:
+    def start(self, *, resource_version: str | None = None, list_first: bool = False) -> Informer:
         """Run in a daemon thread. `resource_version`: resume a watch from there instead of
-        listing first (what a restarted process that remembers it does)."""
+        listing first (what a restarted process that remembers it does). `list_first`: make
+        the first list in the caller's thread, before this returns (errors raise here)."""
         self.resource_version = resource_version
+        if list_first and resource_version is None:
+            self._list()
         self._thread = threading.Thread(target=self._run, name=f"informer-{self.name}", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        watch = self._watch
-        if watch is not None:
-            watch.stop()
+        self._interrupt()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
     def drop_connection(self) -> None:
         """Break the current watch's connection (as a network failure would); it resumes."""
-        watch = self._watch
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        # A watch blocks in a socket read until the next event; shutting the socket down
+        # ends that read at once (Watch.stop alone waits for an event to arrive).
+        watch, resp = self._watch, self._resp
         if watch is not None:
             watch.stop()
+        if resp is not None:
+            with contextlib.suppress(Exception):  # already closed
+                resp.shutdown()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -141,7 +152,10 @@ class Informer:
             from kaito_jupyter.backends.kubernetes.kube import _error
 
             raise _error(exc)
+        self._resp = resp.response
         self.watching.set()
+        if self._stop.is_set():
+            self._interrupt()  # stopped while this request was on its way
         return resp.response
 
     def _watch_once(self) -> None:
@@ -173,6 +187,7 @@ class Informer:
         finally:
             self.watching.clear()
             self._watch = None
+            self._resp = None
 
     def _run(self) -> None:
         backoff = 0.2

@@ -31,7 +31,6 @@ from kaito_jupyter.backends.kubernetes.kube import (
     SERVICE,
     STATEFULSET,
     WORKSPACE,
-    ApiError,
     Kube,
 )
 from kaito_jupyter.controller import status as s
@@ -49,6 +48,10 @@ from kaito_jupyter.provisioners.base import NodeRequest, Provisioner
 log = logging.getLogger(__name__)
 
 RELEASE_RETRY = 2.0  # seconds between looks while a provisioner releases nodes
+
+
+class ObjectConflict(Exception):
+    """An object the workspace needs exists already and belongs to something else."""
 
 
 @dataclass
@@ -123,7 +126,16 @@ class Reconciler:
                 required=request.count, reason="ProvisioningFailed", message=str(exc), failed=True
             )
         if nodes.satisfied:
-            self._apply_objects(stored, p, list(nodes.ready))
+            try:
+                self._apply_objects(stored, p, list(nodes.ready))
+            except ObjectConflict as exc:
+                # Never take over someone else's object: say so, and wait for it to go.
+                derived = s.derive_invalid(ws.mode, "ObjectConflict", str(exc))
+                return Outcome(
+                    status_written=self._write_status(
+                        stored, derived, warn=("ObjectConflict", str(exc))
+                    )
+                )
         report = self._observe(p)
         if p.mode == "tuning":
             derived = s.derive_tuning(nodes, report)
@@ -166,10 +178,9 @@ class Reconciler:
                 ns,
             )
             if existing is not None and not _owned_by(existing, owner):
-                raise ApiError(
-                    409,
-                    "AlreadyExists",
-                    f"{kind} {ns}/{obj['metadata']['name']} exists and does not belong to workspace {name}: rename or delete it",
+                raise ObjectConflict(
+                    f"{kind} {ns}/{obj['metadata']['name']} exists and does not belong to "
+                    f"workspace {name}: delete it, or name the workspace differently"
                 )
             if kind == "Job" and existing is not None:
                 old_hash = ((existing.get("metadata") or {}).get("annotations") or {}).get(
