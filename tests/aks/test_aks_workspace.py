@@ -238,3 +238,38 @@ def test_a_quota_error_is_in_resource_ready_and_a_warning_event(kube, aks_contro
     assert pool not in {p["name"] for p in arm.pools.list()}  # nothing half-created
     backend.delete(NAME, namespace)
     wait_for(kube, WORKSPACE, namespace, lambda objs: NAME not in objs, what="deleted")
+
+
+def test_kaitos_three_readme_workspaces_reach_ready_or_succeeded_and_leave_no_pool(
+    kube, aks_controller, testbed, arm
+):
+    controller, namespace = aks_controller
+    backend = KubernetesBackend(settings_for(testbed, namespace), kube=kube)
+    docs = [
+        yaml.safe_load((WORKSPACES / name).read_text())
+        for name in ("inference-phi-3.yaml", "inference-phi-3-adapters.yaml", "tuning-phi-3.yaml")
+    ]
+    # The README's placeholder is not an image reference; any real one will do for the bed.
+    docs[1]["inference"]["adapters"][0]["source"]["image"] = "myacr.azurecr.io/phi-3-adapter:0.0.1"
+    backend.apply(docs)
+    goals = {
+        "workspace-phi-3-mini": "WorkspaceReady",
+        "workspace-phi-3-mini-adapter": "WorkspaceReady",
+        "workspace-tuning-phi-3": "WorkspaceSucceeded",
+    }
+    wait_for(
+        kube,
+        WORKSPACE,
+        namespace,
+        lambda objs: all(condition(objs.get(n), goal) == "True" for n, goal in goals.items()),
+        timeout=180,
+        what="the README workspaces ready / succeeded",
+    )
+    pools = {agent_pools.pool_name(namespace, n) for n in goals}
+    for pool in pools:
+        assert [e["status"] for e in arm.requests("agentPools.createOrUpdate", pool=pool)] == [201]
+    for name in goals:
+        backend.delete(name, namespace)
+    wait_for(kube, WORKSPACE, namespace, lambda objs: not objs, timeout=180, what="all deleted")
+    assert not pools & {p["name"] for p in arm.pools.list()}
+    assert not controller.errors, controller.errors
