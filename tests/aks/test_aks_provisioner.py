@@ -333,3 +333,24 @@ def test_the_collector_sweeps_only_while_leading_and_synced(provisioner, arm):
     assert collector.collect_once() == [agent_pools.pool_name("default", "swept")]
     assert collector.removed == [agent_pools.pool_name("default", "swept")]
     release(provisioner, orphan)
+
+
+def test_the_kubernetes_backend_connects_by_aks_coordinates_alone(
+    azure_settings, monkeypatch, tmp_path
+):
+    from kaito_jupyter.backends.kubernetes.backend import KubernetesBackend
+    from kaito_jupyter.backends.kubernetes.kube import NODE
+
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kube/config
+    monkeypatch.setenv("KAITO_JUPYTER_CACHE", str(tmp_path / "cache"))
+    settings = dataclasses.replace(azure_settings, backend="kubernetes", kubeconfig=None)
+    backend = KubernetesBackend(settings)
+    try:
+        names = {n["metadata"]["name"] for n in backend.kube.list(NODE)["items"]}
+    finally:
+        backend.kube.close()
+    assert any(name.startswith("aks-nodepool1-") for name in names)
+    [written] = (tmp_path / "cache" / "aks").iterdir()
+    assert written.stat().st_mode & 0o777 == 0o600
