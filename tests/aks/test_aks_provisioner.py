@@ -129,8 +129,18 @@ def test_a_workspace_gets_its_pool_and_ready_nodes_then_delete_removes_them(
     assert body["tags"]["kaito-workspace"] == "phi-3-aks"
     assert body["tags"]["kaito-managed-by"] == "kaito-jupyter"
 
-    # Ready is steady: more reconciles make no more writes.
-    provisioner.ensure(request)
+    # Ready is steady: more reconciles (the controller's, on every node event) call ARM no
+    # more, while the pool's nodes stay Ready in the cluster...
+    calls = len(arm.requests(pool=pool))
+    for _ in range(3):
+        assert provisioner.ensure(request).reason == "NodesReady"
+    assert len(arm.requests(pool=pool)) == calls
+    # ...and ARM is asked again once it is time to look.
+    provisioner.steady_refresh_seconds = 0
+    assert provisioner.ensure(request).reason == "NodesReady"
+    assert len(arm.requests("agentPools.get", pool=pool)) > len(
+        [e for e in arm.requests(pool=pool)[:calls] if e["operation"] == "agentPools.get"]
+    )
     assert len(arm.requests("agentPools.createOrUpdate", pool=pool)) == 1
 
     release(provisioner, request)
