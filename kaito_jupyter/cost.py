@@ -83,3 +83,15 @@ def describe(instance_type: str | None, count: int) -> str:
         return f"no list price known for {instance_type or 'an unset instance type'}"
     total = hourly_cost(instance_type, count)
     return f"${total:.2f}/h ({count} x ${price:.2f}, {basis_note(instance_type)})"
+
+
+def nodes_text(nodes) -> str | None:
+    """The hourly list price of a workspace's nodes (backends.base.Node values), with its
+    basis, for `kaito describe`; None when no node's price is known."""
+    priced = [n for n in nodes if n.price_per_hour is not None]
+    if not priced:
+        return None
+    total = sum(n.price_per_hour for n in priced)
+    unknown = len(nodes) - len(priced)
+    extra = f", {unknown} node(s) of unknown price" if unknown else ""
+    return f"${total:.2f}/h for {len(priced)} node(s){extra}; {basis_note(priced[0].instance_type)}"

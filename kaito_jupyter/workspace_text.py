@@ -95,6 +95,10 @@ def describe_text(description) -> str:
         lines.append(f"Endpoint:      {description.endpoint.url}")
     if description.nodes:
         lines.append(f"Nodes:         {', '.join(n.name for n in description.nodes)}")
+        from kaito_jupyter.cost import nodes_text
+
+        if price := nodes_text(description.nodes):
+            lines.append(f"Cost:          {price}")
     if description.plan_problem:
         lines.append(f"Problem:       {description.plan_problem}")
     lines += ["", "Conditions:", _indent(conditions_table(stored))]

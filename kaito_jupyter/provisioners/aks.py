@@ -63,6 +63,7 @@ class AksProvisioner:
         pacer: Pacer | None = None,
         poll_seconds: float = 5.0,
         collect_grace_seconds: float = 120.0,
+        steady_refresh_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
     ):
         azure = azure_settings(settings)
@@ -85,6 +86,9 @@ class AksProvisioner:
         self._pollers: dict[str, Any] = {}  # pool -> azure-core LROPoller of its last operation
         self._failures: dict[str, ArmFailure] = {}  # pool -> a permanent failure being shown
         self._last: dict[str, NodeReport] = {}  # pool -> the last report, while calls are held
+        # pool -> (what was asked, when ARM last said it was done): see _steady_report.
+        self._steady: dict[str, tuple[tuple, float]] = {}
+        self.steady_refresh_seconds = steady_refresh_seconds
 
     # -- the Provisioner interface -------------------------------------------------------------
 
@@ -98,6 +102,9 @@ class AksProvisioner:
                 message=str(exc),
                 failed=True,
             )
+        steady = self._steady_report(spec)
+        if steady is not None:
+            return steady
         wait = self.pacer.wait(spec.name)
         if wait > 0:
             return self._held(spec, wait)
@@ -159,6 +166,23 @@ class AksProvisioner:
             self._backoff(COLLECT_KEY, self._classify(exc, None))
         return removed
 
+    def _steady_report(self, spec: agent_pools.PoolSpec) -> NodeReport | None:
+        """A pool ARM said was done, unchanged, with all its nodes Ready in the cluster: the
+        node informer is enough, ARM is asked again only every steady_refresh_seconds. (The
+        controller reconciles on every node event; a GET each time would spend ARM's read
+        quota on pools that are fine.)"""
+        with self._lock:
+            seen = self._steady.get(spec.name)
+        if seen is None:
+            return None
+        shape, checked = seen
+        if shape != _shape(spec) or self._clock() - checked > self.steady_refresh_seconds:
+            return None
+        ready, _ = self._nodes(spec.name)
+        if len(ready) < spec.count:
+            return None
+        return _ready_report(spec, ready)
+
     # -- ensure, step by step -----------------------------------------------------------------
 
     def _ensure(self, spec: agent_pools.PoolSpec, request: NodeRequest) -> NodeReport:
@@ -215,12 +239,9 @@ class AksProvisioner:
         with self._lock:
             self._failures.pop(spec.name, None)
         if len(ready) >= spec.count:
-            return NodeReport(
-                required=spec.count,
-                ready=ready,
-                reason=NODES_READY,
-                message=f"agent pool {spec.name}: {len(ready)}/{spec.count} nodes ready",
-            )
+            with self._lock:
+                self._steady[spec.name] = (_shape(spec), self._clock())
+            return _ready_report(spec, ready)
         return NodeReport(
             required=spec.count,
             ready=ready,
@@ -369,6 +390,8 @@ class AksProvisioner:
 
     def _delete(self, name: str) -> None:
         log.info("deleting agent pool %s", name)
+        with self._lock:
+            self._steady.pop(name, None)
         self.pacer.spend(name)
         poller = self._client.agent_pools.begin_delete(self.resource_group, self.cluster, name)
         with self._lock:
@@ -376,6 +399,7 @@ class AksProvisioner:
 
     def _forget(self, name: str) -> None:
         with self._lock:
+            self._steady.pop(name, None)
             self._pollers.pop(name, None)
             self._last.pop(name, None)
             self._failures.pop(name, None)
@@ -388,3 +412,16 @@ class AksProvisioner:
         members = labelled(self._list_nodes(), agent_pools.LABEL_AGENT_POOL, pool)
         ready = tuple(sorted(n["metadata"]["name"] for n in members if node_ready(n)))
         return ready, len(members)
+
+
+def _shape(spec: agent_pools.PoolSpec) -> tuple:
+    return (spec.vm_size.lower(), spec.count, tuple(sorted(spec.node_labels.items())))
+
+
+def _ready_report(spec: agent_pools.PoolSpec, ready: tuple[str, ...]) -> NodeReport:
+    return NodeReport(
+        required=spec.count,
+        ready=ready,
+        reason=NODES_READY,
+        message=f"agent pool {spec.name}: {len(ready)}/{spec.count} nodes ready",
+    )

@@ -130,3 +130,26 @@ def write_cluster_user_kubeconfig(
     with os.fdopen(fd, "w") as out:
         out.write(text)
     return path
+
+
+def kubeconfig_from_coordinates(settings: Settings) -> str | None:
+    """A kubeconfig path for the kubernetes backend when none is configured: with no
+    `kubeconfig` setting (KUBECONFIG), no ~/.kube/config, not inside a cluster, and the AKS
+    cluster's coordinates configured, its user kubeconfig is fetched through ARM into the
+    cache (mode 0600). None when a kubeconfig is to be found the usual way."""
+    import os
+    from pathlib import Path
+
+    from kaito_jupyter.config import cache_root
+
+    azure = settings.azure
+    if settings.kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    if (Path.home() / ".kube" / "config").exists():
+        return None
+    if not (azure.subscription_id and azure.resource_group and azure.cluster_name):
+        return None
+    directory = cache_root() / "aks"
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{azure.subscription_id}-{azure.resource_group}-{azure.cluster_name}.kubeconfig"
+    return write_cluster_user_kubeconfig(azure, str(directory / name))

@@ -56,9 +56,47 @@ def choose(
     if kube is not None:
         from kaito_jupyter.provisioners.nodeclaim import served
 
-        try:
-            if served(kube):
-                return "nodeclaim"
-        except Exception as exc:  # discovery failed: do not guess a provisioner that creates
-            log.warning("cannot tell whether NodeClaims are served (%s): using byo", exc)
+        # A failed discovery raises: the caller tries again rather than guess.
+        if served(kube):
+            return "nodeclaim"
     return "byo"
+
+
+class AutoProvisioner:
+    """`auto`, decided on first use rather than at construction: the controller's node
+    informer has synced by then, no API call is made before the reconciler runs, and a
+    discovery that fails is tried again at the next reconcile instead of settling on a
+    guess. `build(name)` makes the provisioner chosen."""
+
+    def __init__(
+        self,
+        settings: Any,
+        kube: Any,
+        list_nodes: Callable[[], list[dict[str, Any]]] | None,
+        build: Callable[[str], Any],
+    ):
+        self.settings = settings
+        self.kube = kube
+        self.list_nodes = list_nodes
+        self.build = build
+        self.chosen: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.chosen.name if self.chosen is not None else "auto"
+
+    def _provisioner(self):
+        if self.chosen is None:
+            choice = choose(self.settings, self.kube, self.list_nodes)
+            self.chosen = self.build(choice)
+            log.info("provisioner auto: using %s", self.chosen.name)
+        return self.chosen
+
+    def ensure(self, request):
+        return self._provisioner().ensure(request)
+
+    def release(self, request) -> bool:
+        return self._provisioner().release(request)
+
+    def collect(self, live) -> list[str]:
+        return self._provisioner().collect(live)

@@ -129,8 +129,18 @@ def test_a_workspace_gets_its_pool_and_ready_nodes_then_delete_removes_them(
     assert body["tags"]["kaito-workspace"] == "phi-3-aks"
     assert body["tags"]["kaito-managed-by"] == "kaito-jupyter"
 
-    # Ready is steady: more reconciles make no more writes.
-    provisioner.ensure(request)
+    # Ready is steady: more reconciles (the controller's, on every node event) call ARM no
+    # more, while the pool's nodes stay Ready in the cluster...
+    calls = len(arm.requests(pool=pool))
+    for _ in range(3):
+        assert provisioner.ensure(request).reason == "NodesReady"
+    assert len(arm.requests(pool=pool)) == calls
+    # ...and ARM is asked again once it is time to look.
+    provisioner.steady_refresh_seconds = 0
+    assert provisioner.ensure(request).reason == "NodesReady"
+    assert len(arm.requests("agentPools.get", pool=pool)) > len(
+        [e for e in arm.requests(pool=pool)[:calls] if e["operation"] == "agentPools.get"]
+    )
     assert len(arm.requests("agentPools.createOrUpdate", pool=pool)) == 1
 
     release(provisioner, request)
@@ -333,3 +343,24 @@ def test_the_collector_sweeps_only_while_leading_and_synced(provisioner, arm):
     assert collector.collect_once() == [agent_pools.pool_name("default", "swept")]
     assert collector.removed == [agent_pools.pool_name("default", "swept")]
     release(provisioner, orphan)
+
+
+def test_the_kubernetes_backend_connects_by_aks_coordinates_alone(
+    azure_settings, monkeypatch, tmp_path
+):
+    from kaito_jupyter.backends.kubernetes.backend import KubernetesBackend
+    from kaito_jupyter.backends.kubernetes.kube import NODE
+
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kube/config
+    monkeypatch.setenv("KAITO_JUPYTER_CACHE", str(tmp_path / "cache"))
+    settings = dataclasses.replace(azure_settings, backend="kubernetes", kubeconfig=None)
+    backend = KubernetesBackend(settings)
+    try:
+        names = {n["metadata"]["name"] for n in backend.kube.list(NODE)["items"]}
+    finally:
+        backend.kube.close()
+    assert any(name.startswith("aks-nodepool1-") for name in names)
+    [written] = (tmp_path / "cache" / "aks").iterdir()
+    assert written.stat().st_mode & 0o777 == 0o600

@@ -5,6 +5,10 @@ of them; deleting the workspace deletes the pool (the finalizer waits for it).""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -238,3 +242,96 @@ def test_a_quota_error_is_in_resource_ready_and_a_warning_event(kube, aks_contro
     assert pool not in {p["name"] for p in arm.pools.list()}  # nothing half-created
     backend.delete(NAME, namespace)
     wait_for(kube, WORKSPACE, namespace, lambda objs: NAME not in objs, what="deleted")
+
+
+def test_kaitos_three_readme_workspaces_reach_ready_or_succeeded_and_leave_no_pool(
+    kube, aks_controller, testbed, arm
+):
+    controller, namespace = aks_controller
+    backend = KubernetesBackend(settings_for(testbed, namespace), kube=kube)
+    docs = [
+        yaml.safe_load((WORKSPACES / name).read_text())
+        for name in ("inference-phi-3.yaml", "inference-phi-3-adapters.yaml", "tuning-phi-3.yaml")
+    ]
+    # The README's placeholder is not an image reference; any real one will do for the bed.
+    docs[1]["inference"]["adapters"][0]["source"]["image"] = "myacr.azurecr.io/phi-3-adapter:0.0.1"
+    backend.apply(docs)
+    goals = {
+        "workspace-phi-3-mini": "WorkspaceReady",
+        "workspace-phi-3-mini-adapter": "WorkspaceReady",
+        "workspace-tuning-phi-3": "WorkspaceSucceeded",
+    }
+    wait_for(
+        kube,
+        WORKSPACE,
+        namespace,
+        lambda objs: all(condition(objs.get(n), goal) == "True" for n, goal in goals.items()),
+        timeout=180,
+        what="the README workspaces ready / succeeded",
+    )
+    pools = {agent_pools.pool_name(namespace, n) for n in goals}
+    for pool in pools:
+        assert [e["status"] for e in arm.requests("agentPools.createOrUpdate", pool=pool)] == [201]
+    for name in goals:
+        backend.delete(name, namespace)
+    wait_for(kube, WORKSPACE, namespace, lambda objs: not objs, timeout=180, what="all deleted")
+    assert not pools & {p["name"] for p in arm.pools.list()}
+    assert not controller.errors, controller.errors
+
+
+def test_kaito_controller_runs_a_readme_workspace_on_the_simulated_aks(
+    kube, testbed, arm, tmp_path
+):
+    """`kaito controller` as a user runs it inside `python -m tests.testbed run --arm`: the
+    provisioner and ARM come from the environment alone (KAITO_PROVISIONER=aks, AZURE_*)."""
+    namespace = new_namespace(kube, "solo-cli")
+    lease_namespace = new_namespace(kube, "solo-lease")  # not the Lease other tests' hold
+    config_dir = tmp_path / "jupyter-config"
+    config_dir.mkdir()
+    (config_dir / "kaito.yaml").write_text(
+        yaml.safe_dump({"kubernetes": {"lease_namespace": lease_namespace}})
+    )
+    env = {
+        **os.environ,
+        **testbed.environment(),
+        **arm.environment(),
+        "KAITO_BACKEND": "kubernetes",
+        "KAITO_NAMESPACE": namespace,
+        "JUPYTER_CONFIG_DIR": str(config_dir),
+    }
+    log_path = tmp_path / "controller.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kaito_jupyter.cli", "controller", "--backend", "kubernetes"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        backend = KubernetesBackend(settings_for(testbed, namespace), kube=kube)
+        backend.apply([yaml.safe_load((WORKSPACES / "inference-phi-3.yaml").read_text())])
+        pool = agent_pools.pool_name(namespace, NAME)
+        try:
+            wait_for(
+                kube,
+                WORKSPACE,
+                namespace,
+                lambda objs: condition(objs.get(NAME), "WorkspaceReady") == "True",
+                timeout=180,
+                what="workspace-phi-3-mini ready through `kaito controller`",
+            )
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\ncontroller log:\n{log_path.read_text()[-3000:]}"
+            ) from None
+        assert [e["status"] for e in arm.requests("agentPools.createOrUpdate", pool=pool)] == [201]
+        backend.delete(NAME, namespace)
+        wait_for(kube, WORKSPACE, namespace, lambda objs: not objs, timeout=180, what="deleted")
+        assert pool not in {p["name"] for p in arm.pools.list()}
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -37,3 +37,16 @@ def test_the_basis_is_always_said():
     assert text.startswith("$6.12/h (2 x $3.06, azure eastus list price")
     assert "unverified" in text
     assert cost.describe("Standard_X1", 1) == "no list price known for Standard_X1"
+
+
+def test_describe_shows_the_nodes_hourly_cost_and_its_basis():
+    from kaito_jupyter.backends.base import Node
+
+    nodes = [
+        Node("a", "Standard_NC6s_v3", "NVIDIA V100", 1, 1, price_per_hour=3.06),
+        Node("b", "Standard_NC6s_v3", "NVIDIA V100", 1, 1, price_per_hour=3.06),
+    ]
+    text = cost.nodes_text(nodes)
+    assert text.startswith("$6.12/h for 2 node(s); azure eastus list price")
+    assert "unverified" in text
+    assert cost.nodes_text([Node("c", None, None, 1, 0)]) is None

@@ -73,11 +73,12 @@ def test_byo_takes_ready_matching_nodes_preferred_first_and_says_why_when_short(
         _node("e", {"apps": "x", "node.kubernetes.io/instance-type": "Standard_NC12s_v3"}),
     ]
     byo = select(config.Settings(), None, list_nodes=lambda: nodes)
-    assert isinstance(byo, ByoProvisioner)
     request = NodeRequest(
         "ns", "ws", "u", "Standard_NC6s_v3", 2, labels={"apps": "x"}, preferred_nodes=("b",)
     )
     assert byo.ensure(request).ready == ("b", "a")
+    # auto, decided on first use: no AKS cluster configured, no NodeClaims served.
+    assert isinstance(byo.chosen, ByoProvisioner) and byo.name == "byo"
     short = byo.ensure(NodeRequest("ns", "ws", "u", "Standard_NC6s_v3", 3, labels={"apps": "x"}))
     assert not short.satisfied and short.reason == "NoMatchingNodes"
     assert "2 of 3" in short.message and "apps=x" in short.message

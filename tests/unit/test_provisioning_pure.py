@@ -309,3 +309,27 @@ def test_a_namespaced_controller_counts_other_namespaces_as_live():
     assert ("team-a", "gone") not in live
     assert ("team-b", "anything") in live  # not ours to judge
     assert "team-a/phi" not in live
+
+
+def test_auto_decides_on_first_use_and_retries_a_failed_discovery(tmp_path):
+    from kaito_jupyter.provisioners import select
+    from kaito_jupyter.provisioners.selection import AutoProvisioner
+
+    class Discovery:  # the one call `auto` makes: is karpenter.sh/v1 served?
+        calls = 0
+
+        def request(self, method, path, **_):
+            Discovery.calls += 1
+            if Discovery.calls == 1:
+                raise ConnectionError("API server unreachable")
+            return {"resources": []}
+
+    auto = select(_settings(tmp_path), Discovery(), list_nodes=lambda: [])
+    assert isinstance(auto, AutoProvisioner) and auto.name == "auto"
+    assert Discovery.calls == 0  # nothing is asked at construction
+    request = NodeRequest("ns", "ws", "u", "Standard_NC6s_v3", 1, labels={"apps": "x"})
+    with pytest.raises(ConnectionError):
+        auto.ensure(request)  # the reconcile fails and is retried; no guess is kept
+    assert auto.chosen is None
+    assert auto.ensure(request).reason == "NoMatchingNodes"
+    assert auto.name == "byo"

@@ -72,9 +72,13 @@ class KubernetesBackend:
 
     def __init__(self, settings: config.Settings | None = None, *, kube: Kube | None = None):
         self.settings = settings or config.load()
-        self.kube = kube or Kube(
-            self.settings.kubeconfig, self.settings.context, self.settings.namespace
-        )
+        if kube is None:
+            from kaito_jupyter.provisioners.azure_client import kubeconfig_from_coordinates
+
+            # No kubeconfig anywhere, but an AKS cluster's coordinates: ask ARM for one.
+            kubeconfig = self.settings.kubeconfig or kubeconfig_from_coordinates(self.settings)
+            kube = Kube(kubeconfig, self.settings.context, self.settings.namespace)
+        self.kube = kube
         self.namespace = self.settings.namespace or self.kube.namespace
         self._crd_checked = False
 
