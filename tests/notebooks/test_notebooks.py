@@ -26,7 +26,6 @@ EXPECTED = {
     "quickstart.ipynb": [
         "workspace.kaito.sh/workspace-smollm2 created",
         "workspace.kaito.sh/workspace-smollm2 ready",
-        "Paris",
         "(local image store, sha256:",
         "after 12 steps, loss",
         "workspace.kaito.sh/tune-smollm2 succeeded",
@@ -35,6 +34,7 @@ EXPECTED = {
         "workspace.kaito.sh/workspace-smollm2 deleted",
         "workspace.kaito.sh/tune-smollm2 deleted",
         "No workspaces found.",
+        "Paris",  # last: the answer depends on the runtime's numerics, the rest on ours
     ],
 }
 
