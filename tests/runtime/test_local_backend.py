@@ -284,3 +284,36 @@ def test_a_killed_tuning_job_is_retried_and_its_adapter_lands_in_the_local_store
     from kaito_jupyter.backends.local.image_store import ImageStore
 
     assert ImageStore(local.root / "oci").find("kaito-demo/retried:v1")
+
+
+def test_the_kaito_command_end_to_end_and_the_model_outlives_it(local, tmp_path):
+    """`kaito apply -f` / `get` / `chat` / `delete`, each its own process that exits: the
+    controller `apply` started (detached) keeps serving between them."""
+    env = {**os.environ, "KAITO_LOCAL_DIR": str(local.root), "OMP_NUM_THREADS": "1"}
+
+    def kaito(*argv: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "kaito_jupyter.cli", *argv], env=env,
+                              capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    spec = tmp_path / "ws.yaml"
+    spec.write_text(
+        "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata:\n  name: ws-cli\n"
+        f"inference:\n  preset:\n    name: {PRESET}\n"
+    )
+    out = kaito("apply", "-f", str(spec), "--wait")
+    assert "workspace.kaito.sh/ws-cli created" in out and "workspace.kaito.sh/ws-cli ready" in out
+    leader = local.leader()
+    assert leader is not None and leader.pid != os.getpid()
+    try:
+        table = kaito("get").splitlines()
+        assert table[0].split() == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY",
+                                    "WORKSPACEREADY", "AGE"]  # fmt: skip
+        assert table[1].split()[:4] == ["ws-cli", "True", "True", "True"]
+        assert kaito("chat", "ws-cli", "Say hello.", "--max-tokens", "8").strip()
+        out = kaito("delete", "ws-cli", "--wait")
+        assert 'workspace.kaito.sh "ws-cli" deleted' in out
+        assert local.store.runtimes() == {}
+    finally:
+        os.kill(leader.pid, signal.SIGTERM)

@@ -76,28 +76,43 @@ def _acquire(backend: LocalBackend, lease: Lease, idle_exit: float | None, stop)
 
 
 def _lead(backend, lease: Lease, reconciler, idle_exit: float | None, stop) -> str:
+    """Reconcile while holding the lease. The lease is renewed on its own thread, so a pass that
+    blocks (stopping a server that drains for seconds) never lets it lapse."""
+    lost = threading.Event()
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(lease.duration / 3):
+            try:
+                if not lease.try_acquire():
+                    lost.set()
+                    return
+            except Exception as exc:  # a busy store: try again at the next renewal
+                log(f"renewing the lease failed: {exc}")
+
+    renewer = threading.Thread(target=renew, name="kaito-lease", daemon=True)
+    renewer.start()
     db = backend.store.connect()
     try:
         version = None
-        last_pass = renewed = 0.0
+        last_pass = 0.0
         idle_since = time.monotonic()
         while not stop.is_set():
+            if lost.is_set():
+                return "lost"
             now = time.monotonic()
-            if now - renewed >= lease.duration / 3:
-                if not lease.try_acquire():
-                    return "lost"
-                renewed = now
             current = backend.store.data_version(db)
             if current != version or now - last_pass >= TICK_S:
                 version = current
                 last_pass = now
                 reconciler.reconcile_all()
-                busy = backend.list() or backend.store.runtimes()
-                if busy:
+                if backend.list() or backend.store.runtimes():
                     idle_since = time.monotonic()
                 elif idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
                     return "idle"
             stop.wait(WAKE_S)
         return "stopped"
     finally:
+        done.set()
+        renewer.join()
         db.close()
