@@ -346,8 +346,8 @@ class Deleted(Result):
         self.stored = stored
         self.gone = gone
 
-    def _text(self) -> str:
-        return f"workspace.kaito.sh/{self.stored.name} {'deleted' if self.gone else 'deleting'}"
+    def _text(self) -> str:  # kubectl's words, as the `kaito` command prints them
+        return f'workspace.kaito.sh "{self.stored.name}" {"deleted" if self.gone else "deleting"}'
 
 
 @dataclass(repr=False)

@@ -364,7 +364,7 @@ def test_nodes(ip, backend):
 def test_delete(ip, backend):
     kaito(ip, "apply", yaml.safe_dump(INFERENCE))
     result = kaito(ip, f"delete {NAME}")
-    assert result._text() == f"workspace.kaito.sh/{NAME} deleting"
+    assert result._text() == f'workspace.kaito.sh "{NAME}" deleting'
     assert backend.items[NAME].deleting
 
 
@@ -379,7 +379,7 @@ def test_delete_wait_returns_once_it_is_gone(ip, backend):
     thread.start()
     result = kaito(ip, f"delete {NAME} --wait --timeout 60")
     thread.join()
-    assert result._text() == f"workspace.kaito.sh/{NAME} deleted"
+    assert result._text() == f'workspace.kaito.sh "{NAME}" deleted'
     assert NAME not in backend.items
 
 
