@@ -210,6 +210,11 @@ class KaitoExtension(ExtensionApp):
         if note:
             self.controller_note = note
 
+    def note(self, notes: list[str]) -> None:
+        """What the command layer said about the controller (the indicator shows the last)."""
+        if notes:
+            self.controller_note = notes[-1]
+
     # ------------------------------------------------------------------------ reading
 
     def _endpoint(self, summary: wire.WorkspaceSummary, backend: Backend) -> str | None:

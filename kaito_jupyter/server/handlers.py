@@ -218,16 +218,19 @@ class WorkspacesHandler(KaitoHandler):
         req = self.body(wire.ApplyRequest)
         if req is None:
             return
+        notes: list[str] = []
         ok, result = await self.call(
             lambda: commands.apply(
                 req.yaml,
                 source="<request>",
                 backend=self.backend,
                 dry_run=req.dryRun,
+                notes=notes,
                 namespace=self.kaito.settings_now().namespace,
             )
         )
         if ok:
+            self.kaito.note(notes)
             self.reply(views.applied(result), 200 if req.dryRun else 201)
 
 
@@ -251,10 +254,12 @@ class DeployHandler(KaitoHandler):
                 count=req.count,
                 namespace=namespace,
             )
-            return commands.apply_workspace(data, backend=self.backend)
+            return commands.apply_workspace(data, backend=self.backend, notes=notes)
 
+        notes: list[str] = []
         ok, result = await self.call(deploy)
         if ok:
+            self.kaito.note(notes)
             self.reply(views.applied([result]), 201)
 
 

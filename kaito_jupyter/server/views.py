@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from kaito_jupyter import catalog, commands
+from kaito_jupyter import catalog, commands, cost
 from kaito_jupyter.api.wire import StoredWorkspace
 from kaito_jupyter.backends.base import Applied, Event, Node
 from kaito_jupyter.errors import KaitoError, ValidationError
@@ -26,9 +26,16 @@ def summary(
     ws = stored.workspace
     status = ws.status
     nodes = list((status.worker_nodes if status else None) or [])
-    cost = None
+    instance_type = ws.resource.instance_type if ws.resource else None
+    count = ws.resource.node_count if ws.resource else 1
+    # The nodes' own prices when every one is known, else the list price of what it asks for.
+    hourly = basis = None
     if prices and nodes and all(n in prices for n in nodes):
-        cost = round(sum(prices[n] for n in nodes), 4)
+        hourly = round(sum(prices[n] for n in nodes), 4)
+    elif instance_type:
+        hourly = cost.hourly_cost(instance_type, count)
+    if hourly is not None:
+        basis = cost.basis_note(instance_type)
     conditions = [
         wire.Condition(
             type=c.type,
@@ -45,13 +52,14 @@ def summary(
         mode="tuning" if ws.tuning is not None else "inference",
         preset=ws.preset_name,
         phase=commands.phase(stored),
-        instanceType=ws.resource.instance_type if ws.resource else None,
-        nodeCount=ws.resource.node_count if ws.resource else 1,
+        instanceType=instance_type,
+        nodeCount=count,
         created=ws.metadata.creation_timestamp,
         conditions=conditions,
         workerNodes=nodes,
         endpoint=endpoint,
-        costPerHour=cost,
+        costPerHour=hourly,
+        costBasis=basis,
         resourceVersion=stored.resource_version,
         snippet=snippet(stored.name) if ws.tuning is None else "",
     )
@@ -121,6 +129,8 @@ def skus(cloud: str | None = None) -> wire.SkuList:
                 gpuMemoryGib=s.gpu_memory_gib,
                 vcpus=s.vcpus,
                 memoryGib=s.memory_gib,
+                pricePerHour=s.price_per_hour,
+                priceBasis=cost.basis_note(s.name) if s.price_per_hour is not None else None,
             )
             for s in catalog.skus().values()
             if cloud is None or s.cloud == cloud

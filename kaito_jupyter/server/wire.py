@@ -61,6 +61,7 @@ class WorkspaceSummary(_Out):
     workerNodes: list[str] = Field(default_factory=list)
     endpoint: str | None = Field(None, description="the inference server's base URL, when ready")
     costPerHour: float | None = Field(None, description="list price of its nodes, where known")
+    costBasis: str | None = Field(None, description="where that price comes from (unverified)")
     resourceVersion: str = ""
     snippet: str = Field("", description="a %%kaito cell that chats with it")
 
@@ -128,6 +129,8 @@ class SkuInfo(_Out):
     gpuMemoryGib: float
     vcpus: int
     memoryGib: int
+    pricePerHour: float | None = Field(None, description="list price of one node, USD")
+    priceBasis: str | None = None
 
 
 class SkuList(_Out):

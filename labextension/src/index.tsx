@@ -95,6 +95,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     };
 
+    // Events missed while the page slept or the event socket reconnected: read the list again
+    // when the page becomes visible (a user action, not a timer).
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden) {
+        void refresh();
+      }
+    });
+
     // Pushed changes: the backend's watch, through the Jupyter server's EventLogger.
     app.serviceManager.events.stream.connect((_, event) => {
       if (event.schema_id === WORKSPACE_EVENT) {

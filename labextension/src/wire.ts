@@ -36,6 +36,8 @@ export interface IWorkspaceSummary {
   endpoint: string | null;
   /** list price of its nodes, where known */
   costPerHour: number | null;
+  /** where that price comes from (unverified) */
+  costBasis: string | null;
   resourceVersion: string;
   /** a %%kaito cell that chats with it */
   snippet: string;
@@ -108,6 +110,9 @@ export interface ISkuInfo {
   gpuMemoryGib: number;
   vcpus: number;
   memoryGib: number;
+  /** list price of one node, USD */
+  pricePerHour: number | null;
+  priceBasis: string | null;
 }
 
 export interface ISkuList {

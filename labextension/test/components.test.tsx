@@ -123,10 +123,19 @@ describe('WorkspaceRow', () => {
   it('offers chat, logs, the snippet and delete on a ready workspace', () => {
     const a = actions();
     render(
-      <WorkspaceRow ws={ready('ws2', { costPerHour: 3.67 })} actions={a} />
+      <WorkspaceRow
+        ws={ready('ws2', {
+          costPerHour: 3.67,
+          costBasis: 'azure eastus list price (unverified)'
+        })}
+        actions={a}
+      />
     );
     expect($('.jp-Kaito-endpoint').textContent).toBe('http://127.0.0.1:5000');
     expect($('.jp-Kaito-cost').textContent).toBe('$3.67/h');
+    expect($('.jp-Kaito-cost').title).toBe(
+      'azure eastus list price (unverified)'
+    );
     container.querySelectorAll('button').forEach(b => {
       if (b.textContent !== 'Details') {
         act(() => b.click());

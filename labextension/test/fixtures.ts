@@ -31,6 +31,7 @@ export function workspace(
     workerNodes: [],
     endpoint: null,
     costPerHour: null,
+    costBasis: null,
     resourceVersion: '1',
     snippet: `%%kaito chat ${name}\nWhat can you do?`,
     ...extra
@@ -58,7 +59,9 @@ export const SKUS: ISkuInfo[] = [
     gpuModel: 'V100',
     gpuMemoryGib: 16,
     vcpus: 6,
-    memoryGib: 112
+    memoryGib: 112,
+    pricePerHour: 3.06,
+    priceBasis: 'azure eastus list price (unverified)'
   },
   {
     name: 'Standard_NC24ads_A100_v4',
@@ -67,7 +70,9 @@ export const SKUS: ISkuInfo[] = [
     gpuModel: 'A100',
     gpuMemoryGib: 80,
     vcpus: 24,
-    memoryGib: 220
+    memoryGib: 220,
+    pricePerHour: null,
+    priceBasis: null
   },
   {
     name: 'Standard_T4',
@@ -76,7 +81,9 @@ export const SKUS: ISkuInfo[] = [
     gpuModel: 'T4',
     gpuMemoryGib: 8,
     vcpus: 4,
-    memoryGib: 28
+    memoryGib: 28,
+    pricePerHour: null,
+    priceBasis: null
   }
 ];
 

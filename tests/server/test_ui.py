@@ -1,6 +1,6 @@
 """The sidebar in a real JupyterLab, driven in Debian's chromium (Playwright), on the local
-backend with the packaged SmolLM2: a workspace applied by the `kaito` command appears and turns
-ready, a preset deploys from the form, chat answers streaming, workspaces are deleted.
+backend with the packaged SmolLM2: a workspace applied by a kernel (`%%kaito apply`) appears and
+turns ready, a preset deploys from the form, chat answers streaming, workspaces are deleted.
 
 The lab runs as a person would run it (`python -m jupyterlab`, this checkout's editable
 install, token auth, unauthenticated access disallowed), with its own Jupyter config, data and
@@ -32,11 +32,12 @@ HOW_TO_INSTALL = (
     "run `make prerequisites` (apt-get install chromium) and `make install`"
 )
 PRESET = "smollm2-135m-instruct"
-CLI_WORKSPACE = f"""\
+KERNEL_CELL = f"""\
+%%kaito apply
 apiVersion: kaito.sh/v1beta1
 kind: Workspace
 metadata:
-  name: cli-smollm2
+  name: kernel-smollm2
 inference:
   preset:
     name: {PRESET}
@@ -209,19 +210,45 @@ def compare_with_baseline(page, name: str) -> None:
     assert changed < 0.03, f"{name}: {changed:.1%} of the sidebar differs from {baseline}"
 
 
-def test_a_workspace_applied_by_the_cli_appears_and_turns_ready(lab, page):
+def run_in_a_kernel(lab: Lab, *cells: str) -> str:
+    """Run `cells` in an IPython kernel with the lab's environment; their printed output."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3", env=lab.env, cwd=str(lab.root))
+    out: list[str] = []
+
+    def collect(msg):
+        content = msg["content"]
+        if msg["msg_type"] == "stream":
+            out.append(content["text"])
+        elif msg["msg_type"] in ("display_data", "execute_result", "update_display_data"):
+            out.append(content["data"].get("text/plain", ""))
+        elif msg["msg_type"] == "error":
+            out.append("\n".join(content["traceback"]))
+
+    try:
+        for code in cells:
+            reply = client.execute_interactive(code, timeout=120, output_hook=collect)
+            assert reply["content"]["status"] == "ok", "".join(out)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    return "".join(out)
+
+
+def test_a_workspace_applied_by_a_kernel_appears_and_turns_ready(lab, page):
     from playwright.sync_api import expect
 
-    applied = lab.kaito("apply", "-f", "-", stdin=CLI_WORKSPACE)
-    assert applied.returncode == 0, applied.stderr
-    cli = row(page, "cli-smollm2")
+    printed = run_in_a_kernel(lab, "%load_ext kaito_jupyter", KERNEL_CELL)
+    assert "kernel-smollm2 created" in printed, printed
+    cli = row(page, "kernel-smollm2")
     expect(cli).to_be_visible()  # pushed: nothing reloads the page
     expect(cli).to_have_attribute("data-phase", "ready", timeout=READY_S)
     expect(cli.locator('[data-condition="InferenceReady"]')).to_have_attribute(
         "data-state", "ready"
     )
     expect(cli.locator(".jp-Kaito-endpoint")).to_contain_text("http://127.0.0.1:")
-    expect(page.locator(".jp-Kaito-node").first).to_contain_text("cli-smollm2")
+    expect(page.locator(".jp-Kaito-node").first).to_contain_text("kernel-smollm2")
     compare_with_baseline(page, "sidebar-ready")
 
 
@@ -251,7 +278,7 @@ def test_chat_lists_ready_workspaces_and_streams(lab, page):
     picker = chat.locator('select[aria-label="Workspace"]')
     expect(picker).to_have_value("ui-smollm2")
     names = sorted(picker.locator("option").all_text_contents())
-    assert names == ["cli-smollm2", "ui-smollm2"]
+    assert names == ["kernel-smollm2", "ui-smollm2"]
     # Record every length the answer passes through: streamed means more than one.
     page.evaluate(
         """() => { window.kaitoLengths = [];
@@ -273,18 +300,20 @@ def test_chat_lists_ready_workspaces_and_streams(lab, page):
 def test_logs_open_in_the_main_area(lab, page):
     from playwright.sync_api import expect
 
-    row(page, "cli-smollm2").get_by_role("button", name="Logs").click()
+    row(page, "kernel-smollm2").get_by_role("button", name="Logs").click()
     expect(page.locator(".jp-Kaito-logs pre").last).not_to_be_empty()
 
 
 def test_workspaces_are_deleted_with_a_confirmation(lab, page):
     from playwright.sync_api import expect
 
-    for name in ("ui-smollm2", "cli-smollm2"):
+    for name in ("ui-smollm2", "kernel-smollm2"):
         row(page, name).get_by_role("button", name="Delete").click()
         dialog = page.locator(".jp-Dialog")
         expect(dialog).to_contain_text(f"Delete {name}?")
         dialog.get_by_role("button", name="Delete").click()
         expect(row(page, name)).to_have_count(0, timeout=120_000)
     assert lab.api("workspaces")["items"] == []
+    listed = lab.kaito("get")  # the CLI, on the same store, agrees
+    assert listed.returncode == 0 and "smollm2" not in listed.stdout, listed.stdout + listed.stderr
     expect(page.locator(".jp-Kaito-empty").first).to_be_visible()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kaito_jupyter import cost
 from kaito_jupyter.api.wire import StoredWorkspace
 from kaito_jupyter.backends.base import Node
 from kaito_jupyter.server import views, wire
@@ -54,7 +55,10 @@ def test_summary_of_a_failed_workspace_keeps_the_reason():
         "failed", "Standard_NC24ads_A100_v4", 2, 7.0
     )  # fmt: skip
     assert row.conditions[0].reason == "QuotaExceeded"
-    assert views.summary(stored, prices={"n1": 3.5}).costPerHour is None  # only when all known
+    # Not every node priced: the list price of what it asks for, with where that comes from.
+    partial = views.summary(stored, prices={"n1": 3.5})
+    assert partial.costPerHour == cost.hourly_cost("Standard_NC24ads_A100_v4", 2)
+    assert partial.costBasis == cost.basis_note("Standard_NC24ads_A100_v4")
 
 
 def test_presets_list_only_skus_that_fit():

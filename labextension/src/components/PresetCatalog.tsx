@@ -1,6 +1,6 @@
 import * as React from 'react';
 
-import { fittingSkus, searchPresets } from '../model';
+import { cost, fittingSkus, searchPresets } from '../model';
 import type { IPresetInfo, ISkuInfo } from '../wire';
 
 export interface IDeployRequest {
@@ -69,7 +69,8 @@ export function DeployForm(props: {
           {props.local ? <option value="">this machine</option> : null}
           {fits.map(s => (
             <option key={s.name} value={s.name}>
-              {s.name} ({s.gpus} × {s.gpuModel} {s.gpuMemoryGib} GiB)
+              {s.name} ({s.gpus} × {s.gpuModel} {s.gpuMemoryGib} GiB
+              {s.pricePerHour !== null ? `, ${cost(s.pricePerHour)}` : ''})
             </option>
           ))}
         </select>

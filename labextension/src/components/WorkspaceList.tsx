@@ -74,7 +74,9 @@ export function WorkspaceRow(props: {
         {ws.costPerHour !== null ? (
           <>
             <dt>Cost</dt>
-            <dd className="jp-Kaito-cost">{cost(ws.costPerHour)}</dd>
+            <dd className="jp-Kaito-cost" title={ws.costBasis ?? ''}>
+              {cost(ws.costPerHour)}
+            </dd>
           </>
         ) : null}
       </dl>
