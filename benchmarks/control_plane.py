@@ -115,6 +115,12 @@ def _proc_peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _default_sigint() -> None:
+    # A shell's background job starts with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: give the child the default so SIGINT is its clean stop.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Reconciler:
     """`kaito controller --backend kubernetes --namespace NS` as a subprocess."""
 
@@ -128,6 +134,7 @@ class Reconciler:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_default_sigint,
         )
 
     def wait_leading(self, kube, timeout: float = 60) -> None:
