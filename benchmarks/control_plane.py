@@ -74,7 +74,10 @@ TUNING = {
         "preset": {"name": "phi-3-mini-128k-instruct"},
         "method": "qlora",
         "input": {"urls": ["https://huggingface.co/datasets/example/dolly/resolve/main/t.parquet"]},
-        "output": {"image": "registry.example.com/bench/adapter:0.0.1"},
+        "output": {
+            "image": "registry.example.com/bench/adapter:0.0.1",
+            "imagePushSecret": "bench-push",
+        },
     },
 }
 
