@@ -82,13 +82,14 @@ TUNING = {
 }
 
 
-def workspaces(n: int, labels: dict[str, str]) -> list[dict]:
+def workspaces(n: int, prefix: str) -> list[dict]:
+    """N workspaces, each selecting its own node(s) by a label of its own, as in Kaito's README."""
     docs = []
     for i in range(n):
         base = INFERENCE if i % 2 == 0 else TUNING
         doc = json.loads(json.dumps(base))
         doc["metadata"] = {"name": f"ws-{i:03d}"}
-        doc["resource"]["labelSelector"] = {"matchLabels": dict(labels)}
+        doc["resource"]["labelSelector"] = {"matchLabels": {"bench": f"{prefix}-{i:03d}"}}
         docs.append(doc)
     return docs
 
@@ -291,10 +292,14 @@ def one_run(bed, kube, backend_for, env: dict, provisioner: str, n: int, run: in
 
     ns = f"cp-{provisioner}-{n}-{run}"
     kube.create(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    labels = {"bench": ns}
+    docs = workspaces(n, ns)
     byo_nodes: list[str] = []
-    if provisioner == "byo":
-        byo_nodes = bed.add_gpu_nodes(NodeGroup(SKU, n, pool=f"b{n}r{run}", labels=labels))
+    if provisioner == "byo":  # one node per workspace, labelled for it, Ready before the apply
+        for i, doc in enumerate(docs):
+            labels = doc["resource"]["labelSelector"]["matchLabels"]
+            group = NodeGroup(SKU, 1, pool=f"b{n}r{run}w{i}", labels=labels)
+            byo_nodes += bed.add_gpu_nodes(group, wait=False)
+        bed.wait_nodes_ready(byo_nodes, timeout=120)
     arm = bed.arm
     pools_before = {p["name"] for p in arm.pools.list()} if arm else set()
     arm_before = len(arm.requests()) if arm else 0
@@ -308,7 +313,6 @@ def one_run(bed, kube, backend_for, env: dict, provisioner: str, n: int, run: in
         audit = bed.dir / "audit.log"
         offset = audit.stat().st_size
         cpu0 = controller.cpu_seconds()
-        docs = workspaces(n, labels)
         t0 = time.monotonic()
         backend_for(ns).apply(docs)
         apply_s = time.monotonic() - t0
@@ -529,7 +533,8 @@ def run(ctx: Context) -> Section:
         )
     sizes_run = sorted({s["n"] for s in summaries})
     body = [
-        "Each run: a fresh namespace, fresh KWOK GPU nodes (byo: made before the apply; aks: the "
+        "Each run: a fresh namespace, fresh KWOK GPU nodes, one per workspace and selected by a label "
+        "of its own as in Kaito's README (byo: made and Ready before the apply; aks: the "
         "simulated ARM makes one pool per workspace, 1 s to provision, polled every 1 s as its "
         "`Retry-After` says), and a fresh `kaito controller --backend kubernetes --namespace NS` "
         "subprocess, then every workspace in one `apply` (inference and tuning alternating; one "

@@ -32,10 +32,11 @@ def test_only_the_controllers_writes_after_the_offset_are_counted(tmp_path):
     assert counts == {"patch deployments": 1, "patch workspaces/status": 1}
 
 
-def test_the_workspaces_alternate_inference_and_tuning_on_one_selector():
-    docs = workspaces(4, {"bench": "x"})
+def test_the_workspaces_alternate_inference_and_tuning_each_on_its_own_label():
+    docs = workspaces(4, "x")
     assert [("tuning" in d) for d in docs] == [False, True, False, True]
-    assert {d["resource"]["labelSelector"]["matchLabels"]["bench"] for d in docs} == {"x"}
+    labels = [d["resource"]["labelSelector"]["matchLabels"]["bench"] for d in docs]
+    assert labels == ["x-000", "x-001", "x-002", "x-003"]
     assert len({d["metadata"]["name"] for d in docs}) == 4
 
 
