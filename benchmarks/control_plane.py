@@ -43,8 +43,8 @@ LEFT_200_AKS = (
 LEFT_200_BYO = (
     "200 byo workspaces were not run in this invocation (`KAITO_BENCH_CP_SIZES=1,50`): within "
     "this session's time on the shared 2-core machine, the 1- and 50-workspace cases with three "
-    "runs each, both provisioners, came first; `python -m benchmarks --only control_plane` runs "
-    "all sizes."
+    "runs each, both provisioners, came first, and 50 already took longer than the 60 s the "
+    "goal allows 200. `python -m benchmarks --only control_plane` runs all sizes."
 )
 SETTLE_SECONDS = 2.0  # after the last workspace is ready, writes still in flight are counted
 GOAL_CREATE_P50 = 0.5
@@ -495,6 +495,36 @@ def run(ctx: Context) -> Section:
     return render(results)
 
 
+def _not_run_200(by: dict, sizes_run: list[int]) -> str:
+    largest = max((n for p, n in by if p == "byo"), default=0)
+    if not largest:
+        return "not run"
+    took = by[("byo", largest)]["all_ready_s"]
+    return f"not run; {largest} took {took:.1f} s, so 200 would not meet it here"
+
+
+def _where_the_time_goes(by: dict) -> list[str]:
+    """The profile, from the figures: what the reconciler waits on and what it writes."""
+    s = by.get(("byo", max((n for p, n in by if p == "byo"), default=0)))
+    if not s or s["n"] < 2:
+        return []
+    busy = s["cpu_s"] / s["all_ready_s"] if s["all_ready_s"] else float("nan")
+    writes = s["writes_by"]
+    reapplied = writes.get("patch deployments", 0) + writes.get("patch services", 0)
+    return [
+        f"**Where the time goes** (byo, {s['n']} workspaces): the reconciler used "
+        f"{s['cpu_s']:.1f} CPU s over {s['all_ready_s']:.0f} s to all ready ({busy:.0%} of one "
+        "core), so it is not CPU-bound: it waits on the API server, one round trip after "
+        "another, with 2 workers (the controller's default) for all workspaces. Per workspace it "
+        f"made {s['reconciles']:.1f} reconciles and {s['writes']:.1f} writes; of those, "
+        f"{reapplied / s['n']:.1f} are server-side applies of the Deployment/Service again on "
+        "later reconciles (no-ops the API server still answers) and "
+        f"{writes.get('create events', 0) / s['n']:.1f} are Events. The levers: more workers "
+        "(the reconciles are independent), skipping an apply whose rendered hash is unchanged, "
+        "and fewer Events.",
+    ]
+
+
 def render(results: list[dict]) -> Section:
     """The section from the runs' raw results (also re-rendered from control_plane_runs.json)."""
     groups: dict[tuple[str, int], list[dict]] = {}
@@ -583,6 +613,8 @@ def render(results: list[dict]) -> Section:
         "",
         *breakdown,
         "",
+        *_where_the_time_goes({(x["provisioner"], x["n"]): x for x in summaries}),
+        "",
         "The aks rows include the simulator's 1 s of provisioning and its 1 s polls; real AKS "
         "takes minutes to make a GPU pool, so there the ready time is AKS's, not ours.",
         "",
@@ -604,14 +636,16 @@ def render(results: list[dict]) -> Section:
 
     by = {(s["provisioner"], s["n"]): s for s in summaries}
     goals = []
-    byo_1 = by.get(("byo", max((n for p, n in by if p == "byo"), default=0)))
-    if byo_1:
+    byo_sizes = sorted(n for p, n in by if p == "byo")
+    if byo_sizes:
+        small, large = by[("byo", byo_sizes[0])], by[("byo", byo_sizes[-1])]
         goals.append(
             Goal(
-                name=f"apply -> all objects, p50 (byo, {byo_1['n']} workspaces)",
+                name=f"apply -> all objects, p50 (byo; judged at {large['n']} workspaces)",
                 target=f"<= {GOAL_CREATE_P50} s",
-                measured=f"{byo_1['created_p50']:.2f} s (p95 {byo_1['created_p95']:.2f} s)",
-                met=byo_1["created_p50"] <= GOAL_CREATE_P50,
+                measured=f"{large['created_p50']:.2f} s at {large['n']} (p95 "
+                f"{large['created_p95']:.2f} s); {small['created_p50']:.2f} s at {small['n']}",
+                met=large["created_p50"] <= GOAL_CREATE_P50,
             )
         )
     big = by.get(("byo", 200))
@@ -619,9 +653,7 @@ def render(results: list[dict]) -> Section:
         Goal(
             name="200 workspaces all ready (byo)",
             target=f"<= {GOAL_ALL_READY:g} s",
-            measured=f"{big['all_ready_s']:.1f} s"
-            if big
-            else "not run (largest: " + ", ".join(str(n) for n in sizes_run) + ")",
+            measured=f"{big['all_ready_s']:.1f} s" if big else _not_run_200(by, sizes_run),
             met=bool(big) and big["all_ready_s"] <= GOAL_ALL_READY,
         )
     )
