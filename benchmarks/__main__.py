@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--only serving,tuning,notebook] [--runs 3] [--quick]`
+"""`python -m benchmarks [--only serving,tuning,notebook,control_plane,freshness] [--runs 3] [--quick]`
 
 Runs the chosen sections (all by default), stores each result under docs/benchmarks/, and
 re-assembles docs/benchmarks.md from every stored section.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.harness import DOCS, RESULTS, Context, Section, table
 
-SECTIONS = ("serving", "tuning", "notebook")  # page order; add new sections here
+SECTIONS = ("serving", "tuning", "notebook", "control_plane", "freshness")  # page order
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "trl", "tornado")
 
 

@@ -25,8 +25,10 @@ class Testbed:
         gpu_nodes: list[NodeGroup] = (),
         arm: bool = False,
         registry: bool = False,
+        apiserver_args: list[str] = (),
         log=sys.stderr,
     ):
+        self.apiserver_args = list(apiserver_args)
         self.dir = workdir
         self.gpu_groups = list(gpu_nodes)
         self.want_arm = arm
@@ -47,7 +49,9 @@ class Testbed:
         try:
             bin_dir = build.ensure_built(self.log)
             self.timings["build"] = round(time.monotonic() - started, 2)
-            self.control_plane = ControlPlane(bin_dir, self.dir, self.supervisor)
+            self.control_plane = ControlPlane(
+                bin_dir, self.dir, self.supervisor, apiserver_args=self.apiserver_args
+            )
             self.endpoints = self.control_plane.start()
             self.timings.update(self.control_plane.timings)
             # Pods can only be created once the namespace's default service account exists.

@@ -40,8 +40,15 @@ class Endpoints:
 class ControlPlane:
     """Starts the five programs in dependency order; `stop()` (via the supervisor) ends them."""
 
-    def __init__(self, bin_dir: Path, workdir: Path, supervisor: Supervisor):
+    def __init__(
+        self,
+        bin_dir: Path,
+        workdir: Path,
+        supervisor: Supervisor,
+        apiserver_args: list[str] = (),
+    ):
         self.bin = bin_dir
+        self.apiserver_args = list(apiserver_args)  # e.g. an audit policy, for benchmarks
         self.dir = workdir
         self.supervisor = supervisor
         self.programs: dict[str, Program] = {}
@@ -145,6 +152,7 @@ class ControlPlane:
                 "--watch-cache-sizes=podtemplates#0",
                 "--profiling=false",
                 "--v=0",
+                *self.apiserver_args,
             ],
         )
         admin = kubeconfig.write(
