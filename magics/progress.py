@@ -44,7 +44,7 @@ def wait_for(
     timeout: float | None,
     widgets: bool,
 ) -> dict[str, StoredWorkspace]:
-    shown = []
+    shown = []  # (widget, its display handle)
     if widgets:
         from IPython.display import display
 
@@ -55,8 +55,7 @@ def wait_for(
                 widget = TuningWidget(stored.name, backend).follow()
             else:
                 widget = StatusWidget(stored.name, backend, stored).follow()
-            display(widget)
-            shown.append(widget)
+            shown.append((widget, display(widget, display_id=True)))
     final: dict[str, StoredWorkspace] = {}
     try:
         for stored in applied:
@@ -72,6 +71,15 @@ def wait_for(
                 )
                 print(f"{stored.name}: {state.phase}{took}", flush=True)
     finally:
-        for widget in shown:
+        from kaito_jupyter.backends.base import WatchEvent
+
+        for widget, handle in shown:
             widget.stop()
+            widget.join(1.0)  # its own watch may lag the wait's by an event: give it the last
+            if widget.name in final:
+                widget.on_watch_event(WatchEvent("MODIFIED", final[widget.name]))
+            # The live view needs nothing more; this refreshes the static text and HTML saved
+            # with the notebook (what nbconvert and plain frontends show) to the final state.
+            if handle is not None:
+                handle.update(widget)
     return final

@@ -97,6 +97,8 @@ class TuningWidget(w.VBox, Follower):
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = self.state.text()
-        bundle["text/html"] = self.state.html()
+        # The progress, then the workspace's conditions (the job's own account is there too).
+        status = self.status.lines()[2:] if self.status.steps else []
+        bundle["text/plain"] = "\n".join([self.state.text(), *status])
+        bundle["text/html"] = self.state.html() + (self.status.html() if status else "")
         return bundle

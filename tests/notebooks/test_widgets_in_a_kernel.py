@@ -1,7 +1,8 @@
 """The widgets in a real Jupyter kernel (ipykernel through nbclient): `apply --wait` shows a
 status widget that the backend's watch moves to ready from a background thread (the widget
 state nbclient saved holds the final timeline, not the first), and each widget output carries
-the static HTML and text that nbconvert and plain frontends show instead."""
+the static HTML and text that nbconvert and plain frontends show instead (for --wait, refreshed
+to the final state when the wait ends)."""
 
 from __future__ import annotations
 
@@ -61,9 +62,9 @@ def test_status_widget_follows_the_watch_in_a_kernel(tmp_path, monkeypatch):
 
     apply_outputs = nb.cells[2].outputs
     widget_out = next(o for o in apply_outputs if WIDGET_VIEW in o.get("data", {}))
-    # The fallback rendered when the widget was displayed: the workspace, still pending.
-    assert "workspace-phi-3-mini" in widget_out["data"]["text/html"]
-    assert widget_out["data"]["text/plain"].startswith("workspace-phi-3-mini: pending")
+    # The fallback saved with the notebook was refreshed when the wait ended: the final state.
+    assert "+3m30s" in widget_out["data"]["text/html"]
+    assert widget_out["data"]["text/plain"].startswith("workspace-phi-3-mini: ready (Ready)")
     text = "".join(o.get("text", "") for o in apply_outputs)
     assert "workspace.kaito.sh/workspace-phi-3-mini created" in text
     result = next(o for o in apply_outputs if o.output_type == "execute_result")
