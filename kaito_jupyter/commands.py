@@ -108,13 +108,15 @@ def apply(
     backend: Backend | None = None,
     dry_run: bool = False,
     notes: list[str] | None = None,
+    namespace: str | None = None,
 ) -> list[Applied]:
     """`kaito apply -f` / `%%kaito apply`: admit, then create or update, all or none.
 
     `notes`, when given, receives what the backend says about its controller (started one, or
-    none reconciles this cluster yet) for the surface to show."""
+    none reconciles this cluster yet) for the surface to show. Documents without a namespace
+    get `namespace` (default: the configured one)."""
     backend = backend or open_backend()
-    documents = admit(text, source=source, backend=backend, namespace=_namespace())
+    documents = admit(text, source=source, backend=backend, namespace=namespace or _namespace())
     applied = backend.apply(documents, dry_run=dry_run)
     if not dry_run:
         note = backend.ensure_controller()

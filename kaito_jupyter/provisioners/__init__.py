@@ -10,8 +10,8 @@ def select(settings: Any, kube: Any, *, list_nodes: Any = None):
     for the cluster behind `kube` (a backends.kubernetes.kube.Kube). `list_nodes` returns the
     cluster's Node objects as dicts (the controller passes its node informer's cache).
 
-    "auto" and "byo" are nodes that already exist for now; aks and nodeclaim come with their
-    modules.
+    "auto" is what provisioners.selection detects: aks for the configured AKS cluster,
+    nodeclaim where NodeClaims are served, else byo (nodes that already exist).
     """
     from kaito_jupyter.provisioners.byo import ByoProvisioner
 
@@ -22,4 +22,15 @@ def select(settings: Any, kube: Any, *, list_nodes: Any = None):
 
             return kube.list(NODE).get("items") or []
 
+    from kaito_jupyter.provisioners.selection import choose
+
+    chosen = choose(settings, kube, list_nodes)
+    if chosen == "aks":
+        from kaito_jupyter.provisioners.aks import AksProvisioner
+
+        return AksProvisioner(settings, list_nodes)
+    if chosen == "nodeclaim":
+        from kaito_jupyter.provisioners.nodeclaim import NodeClaimProvisioner
+
+        return NodeClaimProvisioner(kube, list_nodes)
     return ByoProvisioner(list_nodes)

@@ -112,6 +112,11 @@ class AksProvisioner:
 
     def release(self, request: NodeRequest) -> bool:
         name = agent_pools.pool_name(request.namespace, request.name)
+        with self._lock:
+            held = self._failures.pop(name, None)
+        if held is not None:
+            # A failure that held the workspace's creates (quota) must not delay its deletion.
+            self.pacer.unhold(name)
         if self.pacer.wait(name) > 0:
             return False
         try:

@@ -85,6 +85,11 @@ class Pacer:
         with self._lock:
             self._not_before[key] = self._clock() + seconds
 
+    def unhold(self, key: str) -> None:
+        """Lift `key`'s own hold or backoff (Retry-After and the budget still apply)."""
+        with self._lock:
+            self._not_before.pop(key, None)
+
     def succeeded(self, key: str) -> None:
         with self._lock:
             self._failures.pop(key, None)

@@ -125,14 +125,22 @@ class KaitoExtension(ExtensionApp):
     def switch(
         self, backend: str, *, context: str | None = None, namespace: str | None = None
     ) -> wire.BackendInfo:
-        """Point this server and kaito.yaml at another backend; restart the watch on it."""
-        commands.use(backend, context=context, namespace=namespace)
+        """Point this server and kaito.yaml at another backend; restart the watch on it.
+
+        The new backend is opened first: if it cannot be (no kubeconfig, say), nothing changes,
+        neither this server nor kaito.yaml."""
+        before = (self.backend, self.context, self.namespace)
         self.backend = backend
         if context is not None:
             self.context = context
         if namespace is not None:
             self.namespace = namespace
-        new = self._open()
+        try:
+            new = self._open()
+            commands.use(backend, context=context, namespace=namespace)
+        except BaseException:
+            self.backend, self.context, self.namespace = before
+            raise
         self._stop_watch()
         self._controller_stop.set()
         self.kaito_backend = new
@@ -161,7 +169,11 @@ class KaitoExtension(ExtensionApp):
     def _controller_entry(self):
         """A callable `run(stop=...)` that reconciles until `stop`, or None."""
         backend = self.kaito_backend
+        settings = self.settings_now()
         own = getattr(backend, "run_controller", None)
+        if callable(own) and backend.name == "kubernetes":
+            # It says why when it does not reconcile (Kaito's own operator runs, say).
+            return lambda stop: own(stop=stop, namespace=settings.namespace)
         if callable(own):
             return own
         if self.backend_factory:  # an embedded backend brings its own controller, or none
@@ -169,15 +181,16 @@ class KaitoExtension(ExtensionApp):
         from kaito_jupyter import backends
 
         entry = getattr(backends, "run_controller", None)
-        if entry is None or backend.name != "local":
+        if entry is None:
             return None
-        settings = self.settings_now()
         return lambda stop: entry(settings, backend.name, stop=stop)
 
     def _guard(self, run, stop: threading.Event) -> None:
         self.controller_note = "this server runs the reconciler (or stands by for the lease)"
         try:
-            run(stop=stop)
+            said = run(stop=stop)
+            if isinstance(said, str) and said:
+                self.controller_note = said
         except KaitoError as exc:
             self.controller_note = f"no reconciler in this server: {exc.message}"
             self.log.warning("kaito: %s", self.controller_note)

@@ -9,6 +9,7 @@ thread so a long `logs --follow` never holds the shared executor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -192,7 +193,8 @@ class KaitoHandler(ExtensionHandlerMixin, APIHandler):
                 stop.set()
                 break
         if not self._finished:
-            self.finish()
+            with contextlib.suppress(StreamClosedError):  # the client may be gone
+                self.finish()
 
 
 def render_error(exc: KaitoError) -> str:
@@ -218,7 +220,11 @@ class WorkspacesHandler(KaitoHandler):
             return
         ok, result = await self.call(
             lambda: commands.apply(
-                req.yaml, source="<request>", backend=self.backend, dry_run=req.dryRun
+                req.yaml,
+                source="<request>",
+                backend=self.backend,
+                dry_run=req.dryRun,
+                namespace=self.kaito.settings_now().namespace,
             )
         )
         if ok:
@@ -235,8 +241,15 @@ class DeployHandler(KaitoHandler):
             return
 
         def deploy():
+            namespace = (
+                None if self.backend.name == "local" else self.kaito.settings_now().namespace
+            )
             data = commands.deploy_workspace(
-                req.preset, name=req.name, instance_type=req.instanceType, count=req.count
+                req.preset,
+                name=req.name,
+                instance_type=req.instanceType,
+                count=req.count,
+                namespace=namespace,
             )
             return commands.apply_workspace(data, backend=self.backend)
 

@@ -25,18 +25,22 @@ export class KaitoApiError extends Error {
     readonly status: number,
     readonly body: IErrorBody
   ) {
-    super(body.message);
+    super(describe(body));
     this.name = 'KaitoApiError';
   }
 
   /** The message, its hint and its issues, for a person. */
   get text(): string {
-    const parts = [this.body.message];
-    if (this.body.hint) {
-      parts.push(`hint: ${this.body.hint}`);
-    }
-    return parts.concat(this.body.issues ?? []).join('\n');
+    return describe(this.body);
   }
+}
+
+function describe(body: IErrorBody): string {
+  const parts = [body.message];
+  if (body.hint) {
+    parts.push(`hint: ${body.hint}`);
+  }
+  return parts.concat(body.issues ?? []).join('\n');
 }
 
 /**

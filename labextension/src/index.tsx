@@ -171,6 +171,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       openChat,
       openLogs,
       remove,
+      describe: name => client.workspace(name),
       copySnippet: ws => {
         Clipboard.copyToSystem(ws.snippet);
         Notification.success(`Copied a %%kaito cell for ${ws.name}`, {

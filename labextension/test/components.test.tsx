@@ -61,6 +61,29 @@ function actions(): IWorkspaceActions & { calls: string[] } {
   const calls: string[] = [];
   return {
     calls,
+    describe: async name => {
+      calls.push(`describe ${name}`);
+      const summary = workspace(name, {
+        conditions: [
+          condition('ResourceReady', 'False', 'QuotaExceeded', 'no quota')
+        ],
+        workerNodes: ['aks-gpu-0']
+      });
+      return {
+        summary,
+        yaml: `metadata:\n  name: ${name}\n`,
+        events: [
+          {
+            time: '',
+            type: 'Warning',
+            reason: 'ProvisioningFailed',
+            message: 'quota',
+            object: '',
+            count: 3
+          }
+        ]
+      };
+    },
     openChat: n => calls.push(`chat ${n}`),
     openLogs: n => calls.push(`logs ${n}`),
     copySnippet: ws => calls.push(`copy ${ws.snippet}`),
@@ -104,13 +127,37 @@ describe('WorkspaceRow', () => {
     );
     expect($('.jp-Kaito-endpoint').textContent).toBe('http://127.0.0.1:5000');
     expect($('.jp-Kaito-cost').textContent).toBe('$3.67/h');
-    container.querySelectorAll('button').forEach(b => act(() => b.click()));
+    container.querySelectorAll('button').forEach(b => {
+      if (b.textContent !== 'Details') {
+        act(() => b.click());
+      }
+    });
     expect(a.calls).toEqual([
       'chat ws2',
       'logs ws2',
       'copy %%kaito chat ws2\nWhat can you do?',
       'delete ws2'
     ]);
+  });
+
+  it('opens the details: conditions with messages, nodes, events, YAML', async () => {
+    const a = actions();
+    render(<WorkspaceRow ws={workspace('ws3')} actions={a} />);
+    const details = [...container.querySelectorAll('button')].find(
+      b => b.textContent === 'Details'
+    )!;
+    await act(async () => details.click());
+    expect(a.calls).toEqual(['describe ws3']);
+    expect(
+      $('.jp-Kaito-conditions [data-condition="ResourceReady"]').textContent
+    ).toContain('QuotaExceeded: no quota');
+    expect($('.jp-Kaito-details').textContent).toContain(
+      'Worker nodes: aks-gpu-0'
+    );
+    expect($('.jp-Kaito-events li[data-type="Warning"]').textContent).toBe(
+      'ProvisioningFailed quota (×3)'
+    );
+    expect($('.jp-Kaito-yaml').textContent).toBe('metadata:\n  name: ws3\n');
   });
 });
 

@@ -19,6 +19,7 @@ from kaito_jupyter.provisioners import agent_pools, selection
 from kaito_jupyter.provisioners.aks import AksProvisioner
 from kaito_jupyter.provisioners.azure_client import write_cluster_user_kubeconfig
 from kaito_jupyter.provisioners.base import NodeRequest
+from kaito_jupyter.provisioners.collector import Collector
 from kaito_jupyter.provisioners.pacing import Pacer
 
 SKU = "Standard_NC6s_v3"
@@ -160,6 +161,8 @@ def test_quota_error_is_an_actionable_condition_and_creates_nothing(provisioner,
     assert (again.reason, again.failed, again.message) == ("QuotaExceeded", True, message)
     assert again.retry_after and again.retry_after > 60
     assert len(arm.requests(pool=pool)) == calls
+    # The hold delays creates, never the workspace's deletion.
+    assert provisioner.release(request) is True
 
 
 def test_quota_error_found_by_the_operation_removes_the_failed_pool(provisioner, arm, testbed):
@@ -315,3 +318,18 @@ def test_auto_picks_aks_for_the_configured_cluster_only(azure_settings, nodes_ap
         auto, azure=dataclasses.replace(auto.azure, cluster_name="someone-elses")
     )
     assert selection.choose(other, None, nodes_api) == "byo"
+
+
+def test_the_collector_sweeps_only_while_leading_and_synced(provisioner, arm):
+    orphan = _request("swept")
+    drive(provisioner, orphan, settled)
+    provisioner.collect_grace_seconds = 0
+    leading, synced = [False], [False]
+    collector = Collector(provisioner, set, lambda: leading[0], synced=lambda: synced[0])
+    assert collector.collect_once() == []  # a follower never decides what is an orphan
+    leading[0] = True
+    assert collector.collect_once() == []  # nor a leader whose informer has not synced
+    synced[0] = True
+    assert collector.collect_once() == [agent_pools.pool_name("default", "swept")]
+    assert collector.removed == [agent_pools.pool_name("default", "swept")]
+    release(provisioner, orphan)

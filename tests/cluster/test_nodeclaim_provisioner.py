@@ -107,6 +107,13 @@ def rest(testbed):
         assert time.monotonic() < deadline, "the NodeClaim CRD was never served"
         time.sleep(0.2)
     yield client
+    # Other tests' controllers choose their provisioner by what the cluster serves: leave the
+    # cluster without NodeClaims, as it was.
+    extensions.delete_custom_resource_definition(nodeclaim.CRD_NAME)
+    deadline = time.monotonic() + 30
+    while nodeclaim.served(client):
+        assert time.monotonic() < deadline, "the NodeClaim CRD was never removed"
+        time.sleep(0.2)
     api.close()
 
 

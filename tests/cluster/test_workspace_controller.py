@@ -320,26 +320,6 @@ def test_a_failing_container_is_classified_and_inference_ready_is_never_true_ove
     wait_event(kube, namespace, reason)
 
 
-def test_deleting_releases_the_finalizer_and_kubernetes_collects_the_workload(
-    kube, backend, controller, testbed, namespace
-):
-    pool(testbed, "delete", labels={"apps": "delete"})
-    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "delete"})
-    backend.apply([doc])
-    name = doc["metadata"]["name"]
-    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready")
-    backend.delete(name)
-    wait_for(
-        kube, WORKSPACE, namespace, lambda objs: name not in objs or None, what="workspace gone"
-    )
-    # Owner references: kube-controller-manager's garbage collector removes the rest.
-    wait_for(
-        kube, DEPLOYMENT, namespace, lambda objs: not objs or None, what="Deployment collected"
-    )
-    wait_for(kube, SERVICE, namespace, lambda objs: not objs or None, what="Service collected")
-    wait_for(kube, POD, namespace, lambda objs: not objs or None, what="pods collected")
-
-
 def test_a_spec_change_rolls_the_workload_to_the_new_revision(
     kube, backend, controller, testbed, namespace
 ):
@@ -428,3 +408,59 @@ def test_backend_reads_nodes_events_endpoint_and_controller_presence(
     assert endpoint.headers["Authorization"].startswith("Bearer ")
     assert backend.ensure_controller() is None  # the session controller holds the Lease
     assert [w.name for w in backend.list()] == [name]
+
+
+def test_an_inference_template_workload_runs_the_users_pod_on_the_workspaces_node(
+    kube, backend, controller, testbed, namespace
+):
+    nodes = pool(testbed, "template", labels={"apps": "template"})
+    doc = {
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "custom"},
+        "resource": {"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"apps": "template"}}},
+        "inference": {"template": {"spec": {"containers": [{
+            "name": "server", "image": "nginx:1.27",
+            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+        }]}}},
+    }  # fmt: skip
+    backend.apply([doc])
+    wait_for(kube, WORKSPACE, namespace, ready("custom"), what="template workspace ready")
+    [pod] = _pods(kube, namespace, "custom")
+    assert pod["spec"]["nodeName"] in nodes
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["server"]
+    assert pod["metadata"]["annotations"]["kaito.sh/runtime"] == "template"
+
+
+def test_the_command_layer_drives_the_kubernetes_backend_from_admission_to_describe(
+    kube, controller, testbed, namespace, tmp_path, monkeypatch
+):
+    from kaito_jupyter import commands
+
+    for var, value in {
+        "KAITO_BACKEND": "kubernetes", "KUBECONFIG": str(testbed.kubeconfig),
+        "KAITO_NAMESPACE": namespace, "JUPYTER_CONFIG_DIR": str(tmp_path),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(var, value)
+    pool(testbed, "commands", labels={"apps": "commands"})
+    text = yaml.safe_dump(with_labels(readme("inference-phi-3.yaml"), {"apps": "commands"}))
+    [applied] = commands.apply(text, source="phi-3.yaml")
+    assert applied.action == "created"
+    ready_ws = commands.wait("workspace-phi-3-mini", timeout=60)
+    assert commands.phase(ready_ws) == "ready"
+    described = commands.describe("workspace-phi-3-mini")
+    assert described.runtime == "vllm"
+    assert described.endpoint is not None and described.endpoint.url.endswith(":http/proxy")
+    assert [n.name for n in described.nodes] == ready_ws.data["status"]["workerNodes"]
+    # Admission stays strict on our side: a preset that does not fit the instance type.
+    too_big = with_labels(readme("inference-phi-3.yaml"), {"apps": "commands"})
+    too_big["metadata"]["name"] = "too-big"
+    too_big["inference"]["preset"]["name"] = "llama-3.3-70b-instruct"
+    with pytest.raises(ValidationError, match="GPU memory"):
+        commands.apply(yaml.safe_dump(too_big))
+    commands.delete("workspace-phi-3-mini")
+    wait_for(
+        kube,
+        WORKSPACE,
+        namespace,
+        lambda o: "workspace-phi-3-mini" not in o or None,
+        what="deleted",
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import nbformat
@@ -20,6 +22,18 @@ EXPECTED = {
         "Strength value must be between 0 and 1",
         "Insufficient total GPU memory: Instance type Standard_NC6s_v3",
         "tuning.method 13 invalid value: dora",
+    ],
+    "quickstart.ipynb": [
+        "workspace.kaito.sh/workspace-smollm2 created",
+        "workspace.kaito.sh/workspace-smollm2 ready",
+        "Paris",
+        "tuning: step 12/12",
+        "workspace.kaito.sh/tune-smollm2 succeeded",
+        "workspace.kaito.sh/workspace-smollm2 configured",
+        "Bluefin Harbor",
+        'workspace.kaito.sh "workspace-smollm2" deleted',
+        'workspace.kaito.sh "tune-smollm2" deleted',
+        "No workspaces found.",
     ],
 }
 
@@ -42,8 +56,23 @@ def test_every_notebook_has_expectations():
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted([*EXPECTED, *CLUSTER])
 
 
+@pytest.fixture
+def local_state(tmp_path, monkeypatch):
+    """A local backend of the notebook's own (the kernel inherits this environment); the
+    controller its magics start is stopped afterwards, by the pid in its lease."""
+    monkeypatch.setenv("KAITO_LOCAL_DIR", str(tmp_path / "kaito"))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "config"))
+    yield tmp_path / "kaito"
+    if (tmp_path / "kaito" / "local.db").exists():
+        from kaito_jupyter.backends.local import LocalBackend
+
+        leader = LocalBackend(root=tmp_path / "kaito").leader()
+        if leader is not None:
+            os.kill(leader.pid, signal.SIGTERM)
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_notebook_runs(name, tmp_path):
+def test_notebook_runs(name, tmp_path, local_state):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
@@ -55,3 +84,13 @@ def test_notebook_runs(name, tmp_path):
     for fragment in EXPECTED[name]:
         assert fragment in text, f"{name}: output lacks {fragment!r}"
     assert "Traceback" not in text
+    if name == "quickstart.ipynb":  # the answer changed with the adapter, and only with it
+        chats = [
+            _text_of(c) for c in nb.cells if "%%kaito chat" in c.source and "codename" in c.source
+        ]
+        before, after = chats[0], chats[-1]
+        assert "Bluefin" not in before and "Bluefin Harbor" in after, (before, after)
+
+
+def _text_of(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []))

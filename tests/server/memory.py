@@ -26,6 +26,7 @@ class MemoryBackend:
         self.history: list[WatchEvent] = []
         self.controller_calls = 0
         self.log_lines: list[str] = []
+        self.log_stops: list[threading.Event] = []  # one per followed log stream
 
     def target(self) -> str:
         return "local (memory)"
@@ -114,7 +115,9 @@ class MemoryBackend:
             lines = lines[-tail:]
         yield from lines
         if follow:
-            (stop or threading.Event()).wait()
+            stop = stop or threading.Event()
+            self.log_stops.append(stop)
+            stop.wait()
 
     def nodes(self):
         used = tuple(f"{ns}/{n}" for (ns, n) in self.items)
@@ -167,4 +170,6 @@ class MemoryBackend:
 
 
 def factory(settings):
+    if settings.backend == "kubernetes":  # as with no cluster to reach
+        raise BackendError("no kubeconfig: cannot reach a cluster", hint="set KUBECONFIG")
     return MemoryBackend(settings)

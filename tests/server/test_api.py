@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from kaito_jupyter import config
 from kaito_jupyter.server import wire
 
 WORKSPACE = """\
@@ -157,6 +159,23 @@ async def test_events_and_logs(jp_fetch, memory):
     assert status == 400
 
 
+async def test_a_followed_log_stream_ends_when_the_client_leaves(jp_fetch, memory):
+    await call(jp_fetch, "workspaces", method="POST", body={"yaml": WORKSPACE})
+    memory.log_lines[:] = ["first"]
+    seen = []
+    with pytest.raises(HTTPClientError):  # the client gives up: its connection closes
+        await jp_fetch(
+            "kaito", "api", "workspaces", "workspace-smollm2", "logs",
+            params={"follow": "true"}, streaming_callback=seen.append, request_timeout=3,
+        )  # fmt: skip
+    assert b"first" in b"".join(seen)
+    for _ in range(600):
+        if memory.log_stops and memory.log_stops[0].is_set():
+            break
+        await asyncio.sleep(0.05)
+    assert memory.log_stops[0].is_set(), "the server kept following logs nobody reads"
+
+
 async def test_chat_streams_from_the_workspace(jp_fetch, memory, smollm2_url):
     await call(jp_fetch, "workspaces", method="POST", body={"yaml": WORKSPACE})
     status, body = await call(
@@ -192,3 +211,11 @@ async def test_backend_indicator_and_switch(jp_fetch, kaito):
     assert status == 200 and body["namespace"] == "ml"
     status, body = await call(jp_fetch, "backend", method="PUT", body={"backend": "mars"})
     assert status == 400 and "backend" in body["message"]
+
+    # A backend that cannot be opened changes nothing: not this server, not kaito.yaml.
+    before = config.config_path().read_text()
+    status, body = await call(jp_fetch, "backend", method="PUT", body={"backend": "kubernetes"})
+    assert status == 502 and "kubeconfig" in body["message"]
+    assert config.config_path().read_text() == before
+    status, body = await call(jp_fetch, "backend")
+    assert (body["backend"], body["namespace"]) == ("local", "ml")

@@ -134,7 +134,8 @@ def test_adapters_are_pulled_by_init_containers_into_a_shared_volume_with_their_
     ]
     [c] = spec["containers"]
     assert {"name": "adapters", "mountPath": "/mnt/adapter"} in c["volumeMounts"]
-    assert "--kaito-adapter-strengths=adapter-0=0.5,adapter-1=0.5" in c["args"]
+    assert "--enable-lora" in c["args"]
+    assert {"name": "adapter-0", "value": "0.5"} in c["env"]  # as Kaito's images read it
     ours = with_(data, metadata__annotations={RUNTIME_ANNOTATION: "kaito-jupyter"})
     args = _pod_spec(render.workload(_plan(ours), OWNER, NODES[:1]))["containers"][0]["args"]
     assert "adapter-0=/mnt/adapter/adapter-0:0.5" in args

@@ -487,3 +487,35 @@ def test_status_of_an_older_generation_reads_pending(backend):
     assert commands.phase(backend.get("ws-a")) == "ready"
     backend.apply([smollm2(adapters=[{"source": {"name": "a", "image": "x/a:1"}}])])
     assert commands.phase(backend.get("ws-a")) == "pending"  # generation 2, status of 1
+
+
+def test_a_name_is_found_in_its_only_namespace(backend):
+    doc = smollm2("ws-ml")
+    doc["metadata"]["namespace"] = "ml"
+    backend.apply([doc, smollm2("ws-a")])
+    assert backend.get("ws-ml").namespace == "ml"
+    assert backend.get("ws-a").namespace == "default"
+    other = smollm2("ws-a")
+    other["metadata"]["namespace"] = "ml"
+    backend.apply([other])
+    assert backend.get("ws-a").namespace == "default"  # default wins a tie
+    assert backend.get("ws-a", "ml").namespace == "ml"
+    assert backend.delete("ws-ml").namespace == "ml"
+
+
+def test_logs_follow_new_lines_until_stopped(backend):
+    backend.apply([smollm2()])
+    log = paths.log_path(backend.root, "default", "ws-a")
+    log.parent.mkdir(parents=True)
+    log.write_text("old\n")
+    stop = threading.Event()
+    lines = backend.logs("ws-a", follow=True, stop=stop)
+    assert next(lines) == "old"
+    with log.open("a") as f:
+        f.write("new 1\nnew ")
+        f.flush()
+        f.write("2\n")
+    assert next(lines) == "new 1"
+    assert next(lines) == "new 2"  # a line written in two pieces arrives whole
+    stop.set()
+    assert list(lines) == []

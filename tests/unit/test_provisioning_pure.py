@@ -260,6 +260,10 @@ def test_a_permanent_failure_holds_its_key_only():
     assert pacer.wait("a") == 300 and pacer.wait("b") == 0
     pacer.forget("a")
     assert pacer.wait("a") == 0
+    pacer.hold("a", 300)
+    pacer.throttled(5.0)
+    pacer.unhold("a")
+    assert pacer.wait("a") == 5  # the key's hold is gone, ARM's Retry-After is not
 
 
 # -- auto selection ------------------------------------------------------------------------
@@ -295,3 +299,13 @@ def test_auto_is_aks_only_on_the_configured_cluster(tmp_path):
     assert selection.choose(settings, None, lambda: [_node("MC_rg_c2_eastus")]) == "byo"
     assert selection.choose(settings, None, lambda: [_node(None)]) == "byo"  # not AKS at all
     assert selection.choose(settings, None, lambda: []) == "aks"  # nothing to contradict it
+
+
+def test_a_namespaced_controller_counts_other_namespaces_as_live():
+    from kaito_jupyter.provisioners.collector import LiveSet
+
+    live = LiveSet({("team-a", "phi")}, lambda namespace: namespace == "team-a")
+    assert ("team-a", "phi") in live
+    assert ("team-a", "gone") not in live
+    assert ("team-b", "anything") in live  # not ours to judge
+    assert "team-a/phi" not in live

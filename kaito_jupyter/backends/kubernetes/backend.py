@@ -293,6 +293,7 @@ class KubernetesBackend:
                     gpu_memory_gib=sku.gpu_memory_gib if sku else None,
                     ready=ready,
                     workspaces=tuple(sorted(placed.get(name, ()))),
+                    price_per_hour=sku.price_per_hour if sku else None,
                     labels=dict(labels),
                 )
             )
@@ -360,9 +361,12 @@ class KubernetesBackend:
 
         k8s = self.settings.kubernetes
         render = RenderOptions(runtime_image=k8s.runtime_image, **options.pop("render", {}))
+        factory = options.pop("provisioner_factory", None) or (
+            lambda list_nodes: select(self.settings, self.kube, list_nodes=list_nodes)
+        )
         return Controller(
             self.kube,
-            lambda list_nodes: select(self.settings, self.kube, list_nodes=list_nodes),
+            factory,
             lease_namespace=options.pop("lease_namespace", k8s.lease_namespace),
             options=render,
             kaito_runtime=k8s.kaito_runtime,

@@ -35,6 +35,7 @@ from kaito_jupyter.backends.kubernetes.reconciler import Reconciler
 from kaito_jupyter.controller.lease import Conflict, LeaderElector
 from kaito_jupyter.controller.plan import WORKSPACE_LABEL
 from kaito_jupyter.controller.queue import WorkQueue
+from kaito_jupyter.provisioners.collector import Collector, LiveSet
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,20 @@ class Controller:
         self.workspaces.add_handler(lambda _t, obj: self.queue.add(key_of(obj)))
         for inf in self.owned:
             inf.add_handler(self._owned_changed)
-        self.nodes.add_handler(lambda _t, _obj: self.enqueue_all())
+        self._node_shapes: dict[str, tuple] = {}
+        self.nodes.add_handler(self._node_changed)
         self.provisioner = provisioner_factory(lambda: self.nodes.items())
+        # Orphans of the provisioner (pools, claims of workspaces that are gone), swept while
+        # leading, judged only within the namespaces this controller watches.
+        self.collector = Collector(
+            self.provisioner,
+            lambda: LiveSet(
+                {key_of(o) for o in self.workspaces.items()},
+                lambda ns: (self.namespace is None or ns == self.namespace) and self.accept(ns),
+            ),
+            lambda: self.leading,
+            synced=self.workspaces.synced.is_set,
+        )
         self.reconciler = Reconciler(
             kube,
             self.provisioner,
@@ -150,6 +163,30 @@ class Controller:
         if ws:
             self.queue.add((meta.get("namespace") or "", ws))
 
+    def _node_changed(self, type_: str, node: dict[str, Any]) -> None:
+        """Queue every workspace when a node's shape changes (not on each heartbeat)."""
+        name = (node.get("metadata") or {}).get("name", "")
+        if type_ == "DELETED":
+            self._node_shapes.pop(name, None)
+            self.enqueue_all()
+            return
+        meta, spec, st = (
+            node.get("metadata") or {},
+            node.get("spec") or {},
+            node.get("status") or {},
+        )
+        shape = (
+            tuple(sorted((meta.get("labels") or {}).items())),
+            bool(spec.get("unschedulable")),
+            tuple(sorted((t.get("key"), t.get("effect")) for t in spec.get("taints") or [])),
+            tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or [])),
+            _gpus(node),
+            bool(meta.get("deletionTimestamp")),
+        )
+        if self._node_shapes.get(name) != shape:
+            self._node_shapes[name] = shape
+            self.enqueue_all()
+
     def enqueue_all(self) -> None:
         for obj in self.workspaces.items():
             self.queue.add(key_of(obj))
@@ -161,6 +198,10 @@ class Controller:
     # -- workers ------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        # Reconciling from half-filled caches would report nodes missing that only had not
+        # been listed yet: wait for the first lists.
+        while not self._stop.is_set() and not self.wait_synced(timeout=1):
+            pass
         while not self._stop.is_set():
             key = self.queue.get(timeout=0.5)
             if key is None:
@@ -194,6 +235,7 @@ class Controller:
             t.start()
             self._threads.append(t)
         self.elector.start()
+        self.collector.start()
         return self
 
     def wait_synced(self, timeout: float = 30) -> bool:
@@ -203,6 +245,7 @@ class Controller:
         """Stop; `release=False` leaves the Lease to expire, as a crashed process would."""
         self._stop.set()
         self.queue.shutdown()
+        self.collector.stop()
         self.elector.stop(release=release)
         for inf in (self.workspaces, self.nodes, *self.owned):
             inf.stop()

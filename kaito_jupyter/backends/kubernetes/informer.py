@@ -47,6 +47,7 @@ class Informer:
         self.resource_version: str | None = None
         self.handlers: list[Handler] = []
         self.synced = threading.Event()
+        self.watching = threading.Event()  # a watch request is open
         self.relists = 0  # how many times a 410 sent us back to listing (tests read it)
         self.watches = 0  # watch requests made
         self._lock = threading.Lock()
@@ -140,6 +141,7 @@ class Informer:
             from kaito_jupyter.backends.kubernetes.kube import _error
 
             raise _error(exc)
+        self.watching.set()
         return resp.response
 
     def _watch_once(self) -> None:
@@ -169,6 +171,7 @@ class Informer:
                     self.resource_version = rv or self.resource_version
                 self._emit(type_, obj)
         finally:
+            self.watching.clear()
             self._watch = None
 
     def _run(self) -> None:

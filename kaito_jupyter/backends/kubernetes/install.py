@@ -33,12 +33,12 @@ def state(kube: Kube) -> tuple[str, dict[str, Any] | None]:
         found = kube.find(CRD, crd.NAME)
     except ApiError as exc:
         if exc.status == 403:
-            # Cannot even read CRDs: ask the workspace API itself whether it is served.
+            # Cannot read CRDs: whether the Workspace API is served tells absent from present
             try:
                 kube.request(
                     "GET", f"/apis/{crd.definition()['spec']['group']}/{crd.STORED_VERSION}"
                 )
-                return "kaito", None
+                return "present", None
             except ApiError:
                 return "absent", None
         raise

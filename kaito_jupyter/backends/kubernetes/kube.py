@@ -113,7 +113,13 @@ def _error(exc: Exception) -> ApiError:
             message = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
     if not status:
         message = f"cannot reach the Kubernetes API server: {reason or exc}"
-    return ApiError(status, str(reason), message, details=details)
+    error = ApiError(status, str(reason), message, details=details)
+    if status == 403:
+        error.hint = (
+            "this identity lacks the RBAC for it: kaito_jupyter/backends/kubernetes/deploy/ "
+            "has the roles (user-rbac.yaml for notebook users, controller-rbac.yaml for the controller)"
+        )
+    return error
 
 
 class Kube:

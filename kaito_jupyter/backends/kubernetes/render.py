@@ -210,9 +210,10 @@ def _kaito_command(plan: Plan, gpus: int, adapters: dict[str, str]) -> tuple[lis
         if plan.inference_config:
             args.append(f"--kaito-config-file={CONFIG_DIR}/inference_config.yaml")
         if adapters:
-            args.append(f"--kaito-adapters-dir={ADAPTER_DIR}")
-            strengths = ",".join(f"{a.name}={a.strength:g}" for a in plan.adapters)
-            args.append(f"--kaito-adapter-strengths={strengths}")
+            # Kaito's vLLM image loads what the pullers put in /mnt/adapter. vLLM itself has
+            # no adapter strength: the variables _strength_env sets serve Kaito's
+            # transformers image and are ignored here.
+            args.append("--enable-lora")
         return list(KAITO_RUNTIME_COMMANDS["vllm"]), args
     launch = [
         f"--num_processes={max(gpus, 1)}",
@@ -223,6 +224,13 @@ def _kaito_command(plan: Plan, gpus: int, adapters: dict[str, str]) -> tuple[lis
         f"--torch_dtype={dtype}",
     ]
     return ["/bin/sh", "-c"], [shlex.join([*KAITO_RUNTIME_COMMANDS["transformers"], *launch])]
+
+
+def _strength_env(plan: Plan) -> list[dict[str, Any]]:
+    """Kaito's images read each adapter's strength from a variable named after it."""
+    if plan.runtime == OURS:
+        return []  # ours takes them in --adapter NAME=PATH:STRENGTH
+    return [{"name": a.name, "value": f"{a.strength:g}"} for a in plan.adapters]
 
 
 def _distributed_env(plan: Plan, owner: Owner) -> list[dict[str, Any]]:
@@ -273,7 +281,7 @@ def _pod_template(
                 {"name": "http", "containerPort": INFERENCE_PORT},
                 {"name": "torch", "containerPort": TORCH_PORT},
             ],
-            env=[*_hf_token_env(plan), *_distributed_env(plan, owner)],
+            env=[*_hf_token_env(plan), *_distributed_env(plan, owner), *_strength_env(plan)],
             resources=_gpu_resources(gpus),
             volumeMounts=mounts,
             **_probes(),

@@ -114,7 +114,7 @@ class LocalBackend:
         return results
 
     def delete(self, name: str, namespace: str | None = None) -> StoredWorkspace:
-        ns = namespace or NAMESPACE
+        ns = self._namespace_of(name, namespace)
         with self.store.transaction() as db:
             data = self.store.read(db, ns, name)
             if data is None:
@@ -162,10 +162,25 @@ class LocalBackend:
     # ------------------------------------------------------------------ reads
 
     def get(self, name: str, namespace: str | None = None) -> StoredWorkspace:
-        data = self.store.read(self.store.connection(), namespace or NAMESPACE, name)
+        data = self.store.read(self.store.connection(), self._namespace_of(name, namespace), name)
         if data is None:
             raise NotFound(name, where=self.target())
         return StoredWorkspace(data)
+
+    def _namespace_of(self, name: str, namespace: str | None) -> str:
+        """The namespace to look in: the one given; else "default", or the only namespace
+        holding `name` (this machine has no current namespace; names are what people type)."""
+        if namespace:
+            return namespace
+        rows = (
+            self.store.connection()
+            .execute("SELECT namespace FROM workspaces WHERE name = ? ORDER BY namespace", (name,))
+            .fetchall()
+        )
+        found = [r[0] for r in rows]
+        if NAMESPACE in found or len(found) != 1:
+            return NAMESPACE
+        return found[0]
 
     def list(self, namespace: str | None = None) -> list[StoredWorkspace]:
         return [StoredWorkspace(d) for d in self.store.read_all(self.store.connection(), namespace)]
@@ -234,7 +249,7 @@ class LocalBackend:
     def events(self, name: str, namespace: str | None = None) -> list[Event]:
         return [
             Event(time=r[0], type=r[1], reason=r[2], message=r[3], object=r[4], count=r[5])
-            for r in self.store.events(namespace or NAMESPACE, name)
+            for r in self.store.events(self._namespace_of(name, namespace), name)
         ]
 
     def logs(
@@ -246,7 +261,7 @@ class LocalBackend:
         tail: int | None = None,
         stop: threading.Event | None = None,
     ) -> Iterator[str]:
-        ns = namespace or NAMESPACE
+        ns = self._namespace_of(name, namespace)
         self.get(name, ns)
         path = paths.log_path(self.root, ns, name)
         stop = stop or threading.Event()
@@ -313,7 +328,7 @@ class LocalBackend:
         ]
 
     def endpoint(self, name: str, namespace: str | None = None) -> Endpoint:
-        ns = namespace or NAMESPACE
+        ns = self._namespace_of(name, namespace)
         stored = self.get(name, ns)
         row = self.store.runtime(ns, name)
         if stored.workspace.tuning is not None:

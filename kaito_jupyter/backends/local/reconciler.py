@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -139,6 +140,9 @@ class Reconciler:
         if row is not None:
             self._stop(key, row, why="the workspace is being deleted")
         supervisor.remove_logs(paths.log_path(self.root, *key))
+        # A tuning job's work directory (its adapter is in the image store or the user's
+        # hostPath by now); never the user's own output directory.
+        shutil.rmtree(self.root / "tuning" / f"{key[0]}.{key[1]}", ignore_errors=True)
         self.backend.finalize(*key)
         self.log(f"deleted {key[0]}/{key[1]}")
         return Outcome(key, "deleted")

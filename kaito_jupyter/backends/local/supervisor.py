@@ -93,7 +93,7 @@ def health(port: int, token: str, *, timeout: float = 1.0) -> bool:
             body = json.loads(r.read() or b"{}")
     except (urllib.error.URLError, OSError, ValueError):
         return False
-    return body.get("instance") in (None, token) and body.get("status") == "Healthy"
+    return body.get("instance") == token and body.get("status") == "Healthy"
 
 
 def stop(pid: int, pid_start: str, *, grace: float = 10.0) -> None:

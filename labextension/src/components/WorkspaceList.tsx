@@ -1,9 +1,11 @@
 import * as React from 'react';
 
 import { age, cells, cost } from '../model';
-import type { IWorkspaceSummary } from '../wire';
+import type { IWorkspaceDetail, IWorkspaceSummary } from '../wire';
+import { WorkspaceDetails } from './WorkspaceDetails';
 
 export interface IWorkspaceActions {
+  describe(name: string): Promise<IWorkspaceDetail>;
   openChat(name: string): void;
   openLogs(name: string): void;
   copySnippet(ws: IWorkspaceSummary): void;
@@ -24,6 +26,7 @@ export function WorkspaceRow(props: {
   now?: Date;
 }): JSX.Element {
   const { ws, actions } = props;
+  const [open, setOpen] = React.useState(false);
   const ready =
     ws.mode === 'inference' &&
     ws.conditions.some(c => c.type === 'InferenceReady' && c.status === 'True');
@@ -99,6 +102,9 @@ export function WorkspaceRow(props: {
             Copy %%kaito
           </button>
         ) : null}
+        <button className="jp-Kaito-button" onClick={() => setOpen(!open)}>
+          {open ? 'Hide details' : 'Details'}
+        </button>
         <button
           className="jp-Kaito-button jp-mod-warn"
           disabled={ws.phase === 'deleting'}
@@ -107,6 +113,13 @@ export function WorkspaceRow(props: {
           Delete
         </button>
       </div>
+      {open ? (
+        <WorkspaceDetails
+          name={ws.name}
+          version={ws.resourceVersion}
+          load={actions.describe}
+        />
+      ) : null}
     </li>
   );
 }
