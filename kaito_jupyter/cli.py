@@ -243,17 +243,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _adapter_arg(text: str) -> tuple[str, float]:
-    """IMAGE_OR_DIR[:STRENGTH], as the magics read it: a trailing `:number` in [0, 1] is the
-    strength (an image whose tag looks like one needs it explicit: `repo:1.0:1`)."""
-    import re
-
-    head, sep, tail = text.rpartition(":")
-    if sep and head and re.fullmatch(r"0(\.\d+)?|1(\.0+)?|\.\d+", tail):
-        return head, float(tail)
-    return text, 1.0
-
-
 def cmd_deploy(args: argparse.Namespace) -> int:
     from kaito_jupyter import commands
 
@@ -262,7 +251,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         name=args.name,
         instance_type=args.instance_type,
         count=args.count,
-        adapters=[_adapter_arg(a) for a in args.adapter] or None,
+        adapters=[commands.adapter_spec(a) for a in args.adapter] or None,
     )
     applied = commands.apply_workspace(data, dry_run=args.dry_run)
     _print_applied([applied])

@@ -12,6 +12,7 @@ workspaces, applied results, nodes, text pieces) and raises the product's errors
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -187,6 +188,19 @@ def data_source(text: str) -> dict[str, Any]:
 
         return {"volumeSource": {"hostPath": {"path": str(Path(text).expanduser().resolve())}}}
     return {"image": text}
+
+
+_STRENGTH = re.compile(r"0(\.\d+)?|1(\.0+)?|\.\d+")
+
+
+def adapter_spec(text: str) -> tuple[str, float]:
+    """IMAGE_OR_DIR[:STRENGTH] -> (source, strength), as every surface reads `--adapter`. A
+    trailing `:number` in [0, 1] is the strength (so an image whose tag looks like one needs an
+    explicit strength: `repo:1.0:1`)."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head and _STRENGTH.fullmatch(tail):
+        return head, float(tail)
+    return text, 1.0
 
 
 def adapter_name(source: str) -> str:

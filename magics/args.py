@@ -8,7 +8,6 @@ message with the verb's usage) and `--help` raises `HelpShown` carrying the help
 from __future__ import annotations
 
 import argparse
-import re
 
 from kaito_jupyter.errors import KaitoError
 
@@ -56,16 +55,11 @@ SUMMARY = {
     "help": "this list; `%kaito VERB --help` for a verb's flags",
 }
 
-_STRENGTH = re.compile(r"^(0(\.\d+)?|1(\.0+)?|\.\d+)$")
-
 
 def adapter_arg(text: str) -> tuple[str, float]:
-    """IMAGE_OR_DIR[:STRENGTH] -> (source, strength). A trailing `:number` in [0, 1] is the
-    strength (so an image whose tag looks like one needs an explicit strength: `repo:1.0:1`)."""
-    head, sep, tail = text.rpartition(":")
-    if sep and head and _STRENGTH.match(tail):
-        return head, float(tail)
-    return text, 1.0
+    from kaito_jupyter.commands import adapter_spec
+
+    return adapter_spec(text)
 
 
 def _positive(text: str) -> int:
