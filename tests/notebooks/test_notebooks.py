@@ -30,8 +30,8 @@ EXPECTED = {
         "after 12 steps, loss",
         "workspace.kaito.sh/tune-smollm2 succeeded",
         "workspace.kaito.sh/workspace-smollm2 configured",
-        "workspace.kaito.sh/workspace-smollm2 deleted",
-        "workspace.kaito.sh/tune-smollm2 deleted",
+        'workspace.kaito.sh "workspace-smollm2" deleted',  # as kubectl says it
+        'workspace.kaito.sh "tune-smollm2" deleted',
         "No workspaces found.",
         "Paris",  # last: the answer depends on the runtime's numerics, the rest on ours
     ],
