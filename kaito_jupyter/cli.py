@@ -182,7 +182,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     if not found:
         print("No workspaces found.", file=sys.stderr)
         return 0
-    print(ws_table.render([s.workspace for s in found], wide=args.output == "wide"))
+    wide = args.output == "wide"
+    nodes = commands.nodes() if wide else ()  # COST/H prices the nodes each workspace runs on
+    print(ws_table.render([s.workspace for s in found], wide=wide, nodes=nodes))
     return 0
 
 
