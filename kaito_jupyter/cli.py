@@ -206,6 +206,15 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wake(args: argparse.Namespace) -> int:
+    from kaito_jupyter import commands
+
+    for name in args.name:
+        commands.wake(name)
+        print(f'workspace.kaito.sh "{name}" waking (its nodes take a few minutes)')
+    return 0
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     return _wait_and_report(args.name, args.timeout)
 
@@ -385,6 +394,10 @@ def _add_workspace_verbs(sub) -> None:
     rm.add_argument("--wait", action="store_true", help="return once it is gone")
     timeout(rm, 300.0)
     rm.set_defaults(func=cmd_delete)
+
+    wk = sub.add_parser("wake", help="scale back up workspaces their idle timeout scaled to zero")
+    wk.add_argument("name", nargs="+")
+    wk.set_defaults(func=cmd_wake)
 
     w = sub.add_parser("wait", help="wait until a workspace is ready, succeeded or failed")
     w.add_argument("name")

@@ -356,6 +356,16 @@ class Deleted(Result):
         return f'workspace.kaito.sh "{self.stored.name}" {"deleted" if self.gone else "deleting"}'
 
 
+class Woken(Result):
+    """`%kaito wake NAME`: the wake request is written; the controller brings the nodes back."""
+
+    def __init__(self, stored: StoredWorkspace):
+        self.stored = stored
+
+    def _text(self) -> str:
+        return f"workspace.kaito.sh/{self.stored.name} waking (its nodes take a few minutes)"
+
+
 @dataclass(repr=False)
 class Validation(Result):
     """`%%kaito validate`: one entry per file or workspace, as `kaito validate -o json`."""

@@ -179,6 +179,9 @@ class Session:
         )
         return r.Deleted(stored, gone=args.wait)
 
+    def verb_wake(self, args, cell, sources):
+        return r.Woken(commands.wake(args.name, backend=self.backend()))
+
     def verb_logs(self, args, cell, sources):
         stop = threading.Event()
         lines = commands.logs(
