@@ -182,7 +182,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     if not found:
         print("No workspaces found.", file=sys.stderr)
         return 0
-    print(ws_table.render([s.workspace for s in found], wide=args.output == "wide"))
+    wide = args.output == "wide"
+    nodes = commands.nodes() if wide else ()  # COST/H prices the nodes each workspace runs on
+    print(ws_table.render([s.workspace for s in found], wide=wide, nodes=nodes))
     return 0
 
 
@@ -201,6 +203,15 @@ def cmd_delete(args: argparse.Namespace) -> int:
         commands.delete(name, wait=args.wait, timeout=args.timeout)
         print(f'workspace.kaito.sh "{name}" deleted' if args.wait
               else f'workspace.kaito.sh "{name}" deleting')  # fmt: skip
+    return 0
+
+
+def cmd_wake(args: argparse.Namespace) -> int:
+    from kaito_jupyter import commands
+
+    for name in args.name:
+        commands.wake(name)
+        print(f'workspace.kaito.sh "{name}" waking (its nodes take a few minutes)')
     return 0
 
 
@@ -372,6 +383,10 @@ def _add_workspace_verbs(sub) -> None:
     rm.add_argument("--wait", action="store_true", help="return once it is gone")
     timeout(rm, 300.0)
     rm.set_defaults(func=cmd_delete)
+
+    wk = sub.add_parser("wake", help="scale back up workspaces their idle timeout scaled to zero")
+    wk.add_argument("name", nargs="+")
+    wk.set_defaults(func=cmd_wake)
 
     w = sub.add_parser("wait", help="wait until a workspace is ready, succeeded or failed")
     w.add_argument("name")

@@ -23,6 +23,7 @@ from kaito_jupyter import api, catalog, client, config
 from kaito_jupyter.api import conditions as c
 from kaito_jupyter.api.wire import StoredWorkspace, read_workspace
 from kaito_jupyter.backends import Applied, Backend, Endpoint, Event, Node, NotFound, open_backend
+from kaito_jupyter.controller import idle
 from kaito_jupyter.errors import Issue, KaitoError, ValidationError
 
 API_VERSION = "kaito.sh/v1beta1"
@@ -446,6 +447,13 @@ def chat(
             f"workspace {name} is a tuning workspace; it serves no model",
             hint="deploy its adapter in an inference workspace, then chat with that",
         )
+    if idle.SCALED_TO_ZERO in (stored.metadata.get("annotations") or {}):
+        # Asleep after its idle timeout: a chat wakes it; the answer waits for its nodes.
+        wake(name, backend=backend)
+        raise KaitoError(
+            f"workspace {name} was scaled to zero after being idle; waking it up now",
+            hint=f"its nodes take a few minutes: `kaito wait {name}`, then chat again",
+        )
     if phase(stored) != "ready":
         cond = stored.workspace.condition(c.INFERENCE_READY)
         why = f": {cond.reason}: {cond.message}" if cond and cond.status != "True" else ""
@@ -461,6 +469,22 @@ def chat(
         temperature=temperature,
     )
     return client.stream_chat(endpoint, body, reply=reply)
+
+
+def wake(name: str, *, backend: Backend | None = None) -> StoredWorkspace:
+    """Ask the controller to bring back a workspace its idle timeout scaled to zero: stamps
+    `kaito.sh/wake-requested` with the time (newer than the scale-down wakes it)."""
+    backend = backend or open_backend()
+    stored = backend.get(name)
+    if stored.workspace.tuning is not None:
+        raise KaitoError(f"workspace {name} is a tuning workspace; there is nothing to wake")
+    doc = stored.spec()
+    annotations = dict(doc["metadata"].get("annotations") or {})
+    annotations.pop(idle.SCALED_TO_ZERO, None)  # the controller's to remove, not ours to own
+    annotations[idle.WAKE_REQUESTED] = idle.stamp()
+    doc["metadata"]["annotations"] = annotations
+    [applied] = backend.apply([doc])
+    return applied.workspace
 
 
 # ------------------------------------------------------------------------------ configuration

@@ -95,3 +95,69 @@ def nodes_text(nodes) -> str | None:
     unknown = len(nodes) - len(priced)
     extra = f", {unknown} node(s) of unknown price" if unknown else ""
     return f"${total:.2f}/h for {len(priced)} node(s){extra}; {basis_note(priced[0].instance_type)}"
+
+
+# ----------------------------------------------------------------- a workspace's nodes
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def workspace_nodes(ws, nodes) -> list:
+    """The nodes of `nodes` that run `ws`: its status' workerNodes, else those that place it."""
+    placed = set((ws.status.worker_nodes if ws.status else None) or [])
+    key = f"{ws.namespace}/{ws.name}"
+    return [n for n in nodes if n.name in placed or key in n.workspaces]
+
+
+def workspace_hourly(ws, nodes=()) -> float | None:
+    """What `ws` costs per hour: the list prices of the nodes it runs on where they are known,
+    else its SKU's list price times its node count (a pool that is still coming up)."""
+    mine = workspace_nodes(ws, nodes)
+    if mine and all(n.price_per_hour is not None for n in mine):
+        return round(sum(n.price_per_hour for n in mine), 4)
+    itype = ws.resource.instance_type if ws.resource else None
+    count = (ws.status.target_node_count if ws.status else None) or (
+        ws.resource.node_count if ws.resource else 1
+    )
+    return hourly_cost(itype, count)
+
+
+def workspace_so_far(ws, nodes=(), now: datetime | None = None) -> float | None:
+    """What the nodes running `ws` have cost since each was created, at list price; None when
+    no node with a known price and creation time runs it (nothing billed that we can see)."""
+    now = now or datetime.now(UTC)
+    total, seen = 0.0, False
+    for n in workspace_nodes(ws, nodes):
+        since = _parse_time(n.created)
+        if n.price_per_hour is None or since is None:
+            continue
+        seen = True
+        total += n.price_per_hour * max(0.0, (now - since).total_seconds() / 3600)
+    return round(total, 2) if seen else None
+
+
+def hourly_text(value: float | None) -> str:
+    return "-" if value is None else f"${value:.2f}"
+
+
+def workspace_line(ws, nodes=(), now: datetime | None = None) -> str:
+    """`kaito describe`'s Cost line: per hour, the total so far since its nodes were created, and
+    the basis (list prices, not a bill)."""
+    itype = ws.resource.instance_type if ws.resource else None
+    hourly = workspace_hourly(ws, nodes)
+    if hourly is None:
+        return f"no list price known for {itype or 'an unset instance type'}"
+    so_far = workspace_so_far(ws, nodes, now)
+    since = (
+        f"${so_far:.2f} so far since its nodes were created"
+        if so_far is not None
+        else "no node running yet"
+    )
+    return f"${hourly:.2f}/h; {since} ({basis_note(itype)})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kaito_jupyter import cost
 from kaito_jupyter.api import conditions as c
 from kaito_jupyter.api.wire import StoredWorkspace
 from kaito_jupyter.backends import Event, Node
@@ -95,10 +96,8 @@ def describe_text(description) -> str:
         lines.append(f"Endpoint:      {description.endpoint.url}")
     if description.nodes:
         lines.append(f"Nodes:         {', '.join(n.name for n in description.nodes)}")
-        from kaito_jupyter.cost import nodes_text
-
-        if price := nodes_text(description.nodes):
-            lines.append(f"Cost:          {price}")
+    if ws.resource is not None and ws.resource.instance_type:
+        lines.append(f"Cost:          {cost.workspace_line(ws, description.nodes)}")
     if description.plan_problem:
         lines.append(f"Problem:       {description.plan_problem}")
     lines += ["", "Conditions:", _indent(conditions_table(stored))]

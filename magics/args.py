@@ -46,6 +46,7 @@ SUMMARY = {
     "chat": "chat with a workspace: the cell is the prompt, tokens stream",
     "logs": "the runtime's log lines: logs NAME [-f] [--tail N]",
     "delete": "delete a workspace and what it created",
+    "wake": "scale back up a workspace its idle timeout scaled to zero: wake NAME",
     "nodes": "GPU nodes: instance type, GPUs allocatable and used, workspaces on them",
     "presets": "the model presets (--tuning: only tunable ones)",
     "skus": "the GPU instance types (--cloud azure|aws)",
@@ -181,6 +182,9 @@ def parsers() -> dict[str, _Parser]:
     p.add_argument("name")
     p.add_argument("--wait", action="store_true", help="return once it is gone")
     p.add_argument("--timeout", type=_seconds, default=300.0)
+
+    p = _verb(sub, "wake")
+    p.add_argument("name")
 
     p = _verb(sub, "nodes")
     p.add_argument("--watch", action="store_true", help="a live nodes widget")

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaito_jupyter import cost
 from kaito_jupyter.api import table as ws_table
 from kaito_jupyter.api.wire import StoredWorkspace
 from kaito_jupyter.backends.base import Applied, Node
@@ -141,9 +142,10 @@ class WorkspaceResult(Result):
 class Workspaces(Result, Sequence[WorkspaceResult]):
     """The workspaces `%kaito get` lists: a sequence, also indexable by name."""
 
-    def __init__(self, stored: list[StoredWorkspace], *, wide: bool = False):
+    def __init__(self, stored: list[StoredWorkspace], *, wide: bool = False, nodes=()):
         self.items = [WorkspaceResult(s) for s in stored]
         self.wide = wide
+        self.nodes = list(nodes)  # the backend's nodes: the wide COST/H column prices them
 
     def __len__(self) -> int:
         return len(self.items)
@@ -169,13 +171,14 @@ class Workspaces(Result, Sequence[WorkspaceResult]):
     def _text(self) -> str:
         if not self.items:
             return "No workspaces found."
-        return ws_table.render([i.workspace for i in self.items], wide=self.wide)
+        return ws_table.render([i.workspace for i in self.items], wide=self.wide, nodes=self.nodes)
 
     def _html(self) -> str:
         if not self.items:
             return "<i>No workspaces found.</i>"
         cols = self._columns()
-        return html_table(cols, [ws_table.row(i.workspace, columns=cols) for i in self.items])
+        rows = [ws_table.row(i.workspace, columns=cols, nodes=self.nodes) for i in self.items]
+        return html_table(cols, rows)
 
 
 class AppliedResult(Result, Sequence[WorkspaceResult]):
@@ -268,6 +271,9 @@ class DescribeResult(Result):
             ("Runtime", d.runtime or ""),
             ("Endpoint", d.endpoint.url if d.endpoint else "<none>"),
         ]
+        ws = stored.workspace
+        if ws.resource is not None and ws.resource.instance_type:
+            head.append(("Cost", cost.workspace_line(ws, d.nodes)))
         if d.plan_problem:
             head.append(("Plan", d.plan_problem))
         return [
@@ -348,6 +354,16 @@ class Deleted(Result):
 
     def _text(self) -> str:  # kubectl's words, as the `kaito` command prints them
         return f'workspace.kaito.sh "{self.stored.name}" {"deleted" if self.gone else "deleting"}'
+
+
+class Woken(Result):
+    """`%kaito wake NAME`: the wake request is written; the controller brings the nodes back."""
+
+    def __init__(self, stored: StoredWorkspace):
+        self.stored = stored
+
+    def _text(self) -> str:
+        return f"workspace.kaito.sh/{self.stored.name} waking (its nodes take a few minutes)"
 
 
 @dataclass(repr=False)

@@ -142,14 +142,17 @@ class Session:
             if args.output in ("yaml", "json"):
                 items = [s.data for s in commands.list_workspaces(backend=backend)]
                 return r.Document({"apiVersion": "v1", "kind": "List", "items": items}, args.output)
+            wide = args.output == "wide"
             return r.Workspaces(
-                commands.list_workspaces(backend=backend), wide=args.output == "wide"
+                commands.list_workspaces(backend=backend),
+                wide=wide,
+                nodes=commands.nodes(backend=backend) if wide else (),
             )
         stored = commands.get(args.name, backend=backend)
         if args.output in ("yaml", "json"):
             return r.Document(stored.data, args.output)
         if args.output == "wide":
-            return r.Workspaces([stored], wide=True)
+            return r.Workspaces([stored], wide=True, nodes=commands.nodes(backend=backend))
         return r.WorkspaceResult(stored)
 
     def verb_describe(self, args, cell, sources):
@@ -175,6 +178,9 @@ class Session:
             args.name, backend=self.backend(), wait=args.wait, timeout=args.timeout
         )
         return r.Deleted(stored, gone=args.wait)
+
+    def verb_wake(self, args, cell, sources):
+        return r.Woken(commands.wake(args.name, backend=self.backend()))
 
     def verb_logs(self, args, cell, sources):
         stop = threading.Event()

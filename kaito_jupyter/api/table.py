@@ -2,7 +2,8 @@
 
 Columns are those of Kaito's own `kubectl get workspace` output in its README:
 NAME INSTANCE RESOURCEREADY INFERENCEREADY WORKSPACEREADY AGE; wide adds JOBSTARTED,
-WORKSPACESUCCEEDED, TARGETNODECOUNT and STATE (Kaito v1beta1's printer columns).
+WORKSPACESUCCEEDED, TARGETNODECOUNT and STATE (Kaito v1beta1's printer columns), and COST/H,
+the list price per hour of the workspace's nodes (`kaito_jupyter.cost`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from kaito_jupyter import cost
 from kaito_jupyter.api.conditions import (
     INFERENCE_READY,
     JOB_STARTED,
@@ -32,6 +34,7 @@ WIDE_COLUMNS = (
     "WORKSPACEREADY",
     "TARGETNODECOUNT",
     "STATE",
+    "COST/H",
     "AGE",
 )
 
@@ -71,8 +74,8 @@ def workspace_ready(ws: Workspace) -> str:
     return status_of(ws, WORKSPACE_SUCCEEDED)
 
 
-def cells(ws: Workspace, now: datetime | None = None) -> dict[str, str]:
-    """Every column's value for one workspace."""
+def cells(ws: Workspace, now: datetime | None = None, nodes: Iterable = ()) -> dict[str, str]:
+    """Every column's value for one workspace; `nodes` (the backend's) price COST/H."""
     status = ws.status
     count = status.target_node_count if status else None
     return {
@@ -85,22 +88,31 @@ def cells(ws: Workspace, now: datetime | None = None) -> dict[str, str]:
         "WORKSPACEREADY": workspace_ready(ws),
         "TARGETNODECOUNT": "" if count is None else str(count),
         "STATE": (status.state if status else None) or "",
+        "COST/H": cost.hourly_text(cost.workspace_hourly(ws, list(nodes))),
         "AGE": age(ws.metadata.creation_timestamp, now),
     }
 
 
 def row(
-    ws: Workspace, now: datetime | None = None, columns: tuple[str, ...] = COLUMNS
+    ws: Workspace,
+    now: datetime | None = None,
+    columns: tuple[str, ...] = COLUMNS,
+    nodes: Iterable = (),
 ) -> tuple[str, ...]:
-    values = cells(ws, now)
+    values = cells(ws, now, nodes)
     return tuple(values[col] for col in columns)
 
 
 def render(
-    workspaces: Iterable[Workspace], now: datetime | None = None, *, wide: bool = False
+    workspaces: Iterable[Workspace],
+    now: datetime | None = None,
+    *,
+    wide: bool = False,
+    nodes: Iterable = (),
 ) -> str:
     columns = WIDE_COLUMNS if wide else COLUMNS
-    rows = [columns, *(row(ws, now, columns) for ws in workspaces)]
+    nodes = list(nodes)
+    rows = [columns, *(row(ws, now, columns, nodes) for ws in workspaces)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     return "\n".join(
         "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows

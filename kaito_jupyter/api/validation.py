@@ -180,6 +180,21 @@ class _Checker:
             self.error(
                 "metadata.namespace", f"{namespace!r} is not a valid namespace: it {problem}"
             )
+        self.check_idle_timeout()
+
+    def check_idle_timeout(self) -> None:
+        from kaito_jupyter.controller import idle
+
+        annotations = self.ws.metadata.annotations or {}
+        path = ("metadata", "annotations", idle.IDLE_TIMEOUT)
+        if problem := idle.check_timeout(annotations):
+            self.error(path, problem)
+        elif idle.IDLE_TIMEOUT in annotations and self.ws.tuning is not None:
+            self.error(
+                path,
+                f"{idle.IDLE_TIMEOUT} applies to inference workspaces only (a tuning job ends "
+                "by itself): remove the annotation",
+            )
 
     def check_resource(self) -> None:
         r = self.ws.resource

@@ -71,6 +71,7 @@ class Node:
     workspaces: tuple[str, ...] = ()  # "namespace/name" of the workspaces placed on it
     price_per_hour: float | None = None  # list price of the instance type, where known
     labels: dict[str, str] = field(default_factory=dict)
+    created: str | None = None  # creationTimestamp (RFC 3339): cost so far counts from here
 
 
 @dataclass(frozen=True)

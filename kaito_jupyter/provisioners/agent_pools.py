@@ -132,12 +132,14 @@ def render(request: NodeRequest, created: datetime | None = None) -> PoolSpec:
         raise ValueError(
             "resource.instanceType is required for the aks provisioner: it is the pool's VM size"
         )
-    if request.count < 1:
+    if request.count < 1 and not request.scaled_to_zero:
         raise ValueError(f"resource.count must be at least 1, not {request.count}")
     return PoolSpec(
         name=pool_name(request.namespace, request.name),
         vm_size=request.instance_type,
-        count=request.count,
+        # An idle workspace keeps its pool at 0 nodes (a User pool may have none): waking it
+        # is a scale-up, not a new pool.
+        count=0 if request.scaled_to_zero else request.count,
         node_labels=node_labels(request),
         node_taints=(GPU_TAINT,),
         os_disk_size_gb=os_disk_gib(request),

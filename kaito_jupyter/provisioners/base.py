@@ -31,6 +31,8 @@ class NodeRequest:
     preferred_nodes: tuple[str, ...] = ()
     gpus_per_node: int = 0
     os_disk_gib: int | None = None  # from the preset
+    # Scaled to zero by the idle timeout: keep what ensure created, with no nodes (count 0).
+    scaled_to_zero: bool = False
 
 
 @runtime_checkable

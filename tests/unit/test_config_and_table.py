@@ -72,7 +72,7 @@ def test_wide_table_has_kaitos_v1beta1_columns_and_workspace_ready():
     ws.status.target_node_count = 1
     header, first = table.render([ws], wide=True).splitlines()
     assert header.split() == list(table.WIDE_COLUMNS)
-    assert first.split()[-2:-1] == ["Running"]
+    assert first.split()[-3:-2] == ["Running"]
     values = table.cells(ws)
     assert (values["JOBSTARTED"], values["WORKSPACESUCCEEDED"]) == ("True", "False")
     # WorkspaceReady is read when written; WorkspaceSucceeded stands in only when it is absent.

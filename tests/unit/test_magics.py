@@ -208,7 +208,7 @@ def test_get_lists_with_readme_columns_and_returns_objects(ip, backend):
     assert "<td style='color:#1a7f37'>True</td>" in bundle(listed)["text/html"]
     assert listed[NAME].phase == "ready"
     wide = kaito(ip, "get -o wide")._text()
-    assert "TARGETNODECOUNT" in wide and columns(wide, NAME)[-2] == "Ready"
+    assert "TARGETNODECOUNT" in wide and columns(wide, NAME)[-3] == "Ready"
 
     ws = kaito(ip, f"get {NAME}")
     assert isinstance(ws, r.WorkspaceResult)

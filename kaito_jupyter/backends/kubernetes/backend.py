@@ -318,6 +318,7 @@ class KubernetesBackend:
                     workspaces=tuple(sorted(placed.get(name, ()))),
                     price_per_hour=sku.price_per_hour if sku else None,
                     labels=dict(labels),
+                    created=n["metadata"].get("creationTimestamp"),
                 )
             )
         return sorted(out, key=lambda n: n.name)

@@ -97,6 +97,7 @@ class Controller:
         kaito_runtime: str = "vllm",
         name: str | None = None,
         accept=None,  # namespace -> bool: which namespaces' workspaces this one reconciles
+        activity=None,  # the idle timeout's request counter; None: the runtime's /metrics
     ):
         self.kube = kube
         self.namespace = namespace
@@ -133,6 +134,7 @@ class Controller:
             recorder=Recorder(kube, host=self.identity),
             kaito_runtime=kaito_runtime,
             node_gpus=self._node_gpus,
+            activity=activity,
         )
         self.elector = LeaderElector(
             KubeLeaseStore(kube),

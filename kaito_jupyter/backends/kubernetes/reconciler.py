@@ -14,7 +14,9 @@ NodeClaims), and is released once the provisioner says they are gone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,7 @@ from kaito_jupyter.backends.kubernetes.kube import (
     WORKSPACE,
     Kube,
 )
+from kaito_jupyter.controller import idle
 from kaito_jupyter.controller import status as s
 from kaito_jupyter.controller.plan import (
     FINALIZER,
@@ -88,6 +91,8 @@ class Reconciler:
         recorder: Recorder | None = None,
         kaito_runtime: str = "vllm",
         node_gpus=None,
+        activity=None,
+        clock=time.monotonic,
     ):
         self.kube = kube
         self.provisioner = provisioner
@@ -96,6 +101,10 @@ class Reconciler:
         self.kaito_runtime = kaito_runtime
         # name -> allocatable GPUs, for nodes whose instance type the catalog does not know.
         self.node_gpus = node_gpus or (lambda name: 0)
+        # The idle timeout's request counter (`activity.ActivitySource`); None: read /metrics.
+        self.activity = activity
+        self.clock = clock
+        self.idle = idle.IdleTracker()
 
     # -- entry --------------------------------------------------------------------------------
 
@@ -119,11 +128,25 @@ class Reconciler:
                 status_written=self._write_status(stored, derived, warn=(exc.reason, message))
             )
         request = node_request(stored, p)
+        stored, asleep, idle_requeue = self._idle_timeout(stored, p)
+        if asleep:
+            request = dataclasses.replace(request, scaled_to_zero=True)
         try:
             nodes = self.provisioner.ensure(request)
         except ProvisioningError as exc:
             nodes = s.NodeReport(
                 required=request.count, reason="ProvisioningFailed", message=str(exc), failed=True
+            )
+        if asleep:
+            # Its pool has no nodes on purpose: say so, rather than "waiting for nodes".
+            nodes = s.NodeReport(
+                required=request.count,
+                reason=idle.SCALED_TO_ZERO_IDLE,
+                message=f"scaled to zero after {_annotation(stored, idle.IDLE_TIMEOUT)} with no "
+                f"request ({nodes.message or 'no nodes'}); `kaito wake {stored.name}` or a chat "
+                "brings it back",
+                failed=nodes.failed,
+                retry_after=nodes.retry_after,
             )
         if nodes.satisfied:
             try:
@@ -136,14 +159,80 @@ class Reconciler:
                         stored, derived, warn=("ObjectConflict", str(exc))
                     )
                 )
-        report = self._observe(p)
+        if asleep:
+            self._remove_workload(stored, p)  # nothing left pending; a wake re-creates it
+            report = s.WorkloadReport()
+        else:
+            report = self._observe(p)
         if p.mode == "tuning":
             derived = s.derive_tuning(nodes, report)
         else:
             established = (stored.status.state or "") in (c.STATE_READY, c.STATE_NOT_READY)
             derived = s.derive_inference(nodes, report, established=established)
         written = self._write_status(stored, derived)
-        return Outcome(requeue_after=nodes.retry_after, status_written=written)
+        requeue = [t for t in (nodes.retry_after, idle_requeue) if t is not None]
+        return Outcome(requeue_after=min(requeue) if requeue else None, status_written=written)
+
+    # -- idle timeout -------------------------------------------------------------------------
+
+    def _idle_timeout(self, stored: StoredWorkspace, p: Plan):
+        """Scale to zero a workspace quiet for its `kaito.sh/idle-timeout`; wake one asked to.
+        Returns (the workspace as now stored, whether it is scaled to zero, when to look again).
+        """
+        key = (stored.namespace, stored.name)
+        annotations = stored.metadata.get("annotations") or {}
+        timeout = idle.timeout_of(annotations) if p.mode == "inference" else None
+        now = self.clock()
+        if idle.SCALED_TO_ZERO in annotations:
+            if timeout is not None and not idle.wake_pending(annotations):
+                return stored, True, None
+            # Woken (or the timeout removed): bring the nodes back, a whole timeout ahead.
+            stored = StoredWorkspace(self._annotate(stored, {idle.SCALED_TO_ZERO: None}))
+            self.idle.reset(key, now)
+            self.recorder.record(stored.data, "Normal", "Woken", "scaling back up from zero")
+            return stored, False, None
+        if timeout is None:
+            self.idle.forget(key)
+            return stored, False, None
+        if (stored.status.state or "") != c.STATE_READY:
+            self.idle.reset(key, now)  # provisioning or starting is not idleness
+            return stored, False, None
+        source = self.activity
+        if source is None:
+            from kaito_jupyter.backends.kubernetes.activity import PrometheusActivity
+
+            source = self.activity = PrometheusActivity(self.kube)
+        quiet = self.idle.observe(key, source.requests(*key), now)
+        if quiet < timeout:
+            return stored, False, max(timeout - quiet, 0.1)
+        stored = StoredWorkspace(self._annotate(stored, {idle.SCALED_TO_ZERO: idle.stamp()}))
+        self.recorder.record(
+            stored.data,
+            "Normal",
+            idle.SCALED_TO_ZERO_IDLE,
+            f"no request for {annotations[idle.IDLE_TIMEOUT]}: scaling its nodes to zero",
+        )
+        return stored, True, None
+
+    def _remove_workload(self, stored: StoredWorkspace, p: Plan) -> None:
+        owner = self._owner(stored)
+        for kind in (DEPLOYMENT, STATEFULSET):
+            found = self.kube.find(kind, stored.name, stored.namespace)
+            if found is not None and _owned_by(found, owner):
+                self.kube.delete(kind, stored.name, stored.namespace)
+
+    def _annotate(self, stored: StoredWorkspace, changes: dict[str, str | None]) -> dict:
+        return self.kube.patch(
+            WORKSPACE,
+            stored.name,
+            stored.namespace,
+            {
+                "metadata": {
+                    "resourceVersion": stored.resource_version,
+                    "annotations": changes,
+                }
+            },
+        )
 
     # -- objects ------------------------------------------------------------------------------
 
@@ -229,12 +318,15 @@ class Reconciler:
         new, changed = s.write(old, derived, generation=stored.generation)
         if not changed:
             return False
+        # A merge patch keeps keys it does not name: null the ones `write` dropped (workerNodes
+        # of a workspace scaled to zero).
+        patch = {**{k: None for k in old or {} if k not in new}, **new}
         self.kube.patch(
             WORKSPACE,
             stored.name,
             stored.namespace,
             # resourceVersion makes the write conditional: a newer object means a newer reconcile.
-            {"metadata": {"resourceVersion": stored.resource_version}, "status": new},
+            {"metadata": {"resourceVersion": stored.resource_version}, "status": patch},
             sub="status",
         )
         self._record_transitions(stored, old or {}, new, warn)
@@ -316,6 +408,10 @@ _WARNING_REASONS = {
     s.UNSCHEDULABLE,
     "WorkspaceTuningJobStatusFailed",
 }
+
+
+def _annotation(stored: StoredWorkspace, key: str) -> str:
+    return str((stored.metadata.get("annotations") or {}).get(key) or "")
 
 
 def _failed(status: dict) -> bool:
