@@ -74,7 +74,10 @@ def cluster_env(testbed, arm, tmp_path, monkeypatch):
     arm.configure(provisioning_seconds=0.5)
     for key, value in arm.environment().items():
         monkeypatch.setenv(key, value)
-    namespace = f"nb-{uuid.uuid4().hex[:8]}"
+    # "solo-": the cluster tier's session controller leaves such namespaces alone, and this
+    # one's Lease is its own (in a shared bed the session controller holds the default one).
+    namespace = f"solo-nb-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("KAITO_LEASE_NAMESPACE", namespace)
     monkeypatch.setenv("KUBECONFIG", str(testbed.kubeconfig))
     monkeypatch.setenv("KAITO_BACKEND", "kubernetes")
     monkeypatch.setenv("KAITO_NAMESPACE", namespace)
