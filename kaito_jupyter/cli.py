@@ -254,6 +254,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_built(data: dict, args: argparse.Namespace) -> int:
+    """Apply a workspace deploy or tune built, then report it and wait if asked."""
+    from kaito_jupyter import commands
+
+    applied = commands.apply_workspace(data, dry_run=args.dry_run)
+    _print_applied([applied])
+    if args.wait and not args.dry_run:
+        return _wait_and_report(applied.workspace.name, args.timeout)
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from kaito_jupyter import commands
 
@@ -264,11 +275,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         count=args.count,
         adapters=[commands.adapter_spec(a) for a in args.adapter] or None,
     )
-    applied = commands.apply_workspace(data, dry_run=args.dry_run)
-    _print_applied([applied])
-    if args.wait and not args.dry_run:
-        return _wait_and_report(applied.workspace.name, args.timeout)
-    return 0
+    return _apply_built(data, args)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -284,11 +291,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         config_map=args.config,
         push_secret=args.push_secret,
     )
-    applied = commands.apply_workspace(data, dry_run=args.dry_run)
-    _print_applied([applied])
-    if args.wait and not args.dry_run:
-        return _wait_and_report(applied.workspace.name, args.timeout)
-    return 0
+    return _apply_built(data, args)
 
 
 def cmd_use(args: argparse.Namespace) -> int:
