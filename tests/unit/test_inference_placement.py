@@ -52,3 +52,26 @@ def test_half_precision_models_and_gpus_multiply_in_their_own_dtype():
     assert choose_products("cuda", "bfloat16", "float32", True) == "bfloat16"  # CPU-only option
     with pytest.raises(RuntimeFailure, match="--cpu-products float32 needs a float32 model"):
         choose_products("cpu", "bfloat16", "float32", True)
+
+
+def test_loading_runs_on_a_thread_that_has_ended_and_hands_back_its_result_or_error():
+    """The model loads on a thread of its own, so its OpenMP team ends before the engine runs
+    (two teams made libgomp stop spinning: issue 17's 2-thread slowdown)."""
+    import threading
+
+    from kaito_jupyter.runtimes.inference.loader import on_own_thread
+
+    seen = []
+
+    def work(x):
+        seen.append(threading.current_thread())
+        return x * 2
+
+    assert on_own_thread(work, 21) == 42
+    assert seen[0] is not threading.current_thread() and not seen[0].is_alive()
+
+    def fails():
+        raise RuntimeError("no weights")
+
+    with pytest.raises(RuntimeError, match="no weights"):
+        on_own_thread(fails)
