@@ -8,6 +8,7 @@ import pytest
 
 from kaito_jupyter.provisioners import agent_pools, arm_errors
 from kaito_jupyter.provisioners.base import NodeRequest
+from kaito_jupyter.provisioners.lro import next_delay
 from kaito_jupyter.provisioners.pacing import Pacer
 
 # The compute resource provider's quota message, as AKS relays it.
@@ -333,3 +334,13 @@ def test_auto_decides_on_first_use_and_retries_a_failed_discovery(tmp_path):
     assert auto.chosen is None
     assert auto.ensure(request).reason == "NoMatchingNodes"
     assert auto.name == "byo"
+
+
+def test_polls_back_off_from_the_first_interval_with_retry_after_as_the_floor():
+    interval, waits = 1.0, []
+    for _ in range(7):
+        wait, interval = next_delay(interval, 1.0, 30.0)
+        waits.append(wait)
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
+    assert next_delay(1.0, 15.0, 30.0) == (15.0, 2.0)  # ARM's pace is never beaten
+    assert next_delay(1.0, None, 30.0) == (1.0, 2.0)
