@@ -2,6 +2,8 @@
 delayed and rate-limited requeue.
 
 - `add(key)`: the key will be processed; adding it again before that is a no-op.
+  `add(key, first=True)`: ahead of the others (a workspace never reconciled yet: in a burst of
+  applies, making each one's objects comes before re-reading the ones already made).
 - A key being processed is never handed to a second worker; adding it meanwhile marks it dirty
   and it comes back once `done(key)` is called (so no change is lost, and none runs twice at
   once).
@@ -23,6 +25,7 @@ class WorkQueue:
     def __init__(self, *, base_delay: float = 0.05, max_delay: float = 60.0, clock=time.monotonic):
         self._cond = threading.Condition()
         self._queue: list[Hashable] = []
+        self._first: list[Hashable] = []  # served before _queue
         self._dirty: set[Hashable] = set()
         self._processing: set[Hashable] = set()
         self._delayed: list[tuple[float, int, Hashable]] = []
@@ -35,15 +38,15 @@ class WorkQueue:
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._queue)
+            return len(self._queue) + len(self._first)
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: Hashable, *, first: bool = False) -> None:
         with self._cond:
             if self._shutdown or key in self._dirty:
                 return
             self._dirty.add(key)
             if key not in self._processing:
-                self._queue.append(key)
+                (self._first if first else self._queue).append(key)
                 self._cond.notify()
 
     def add_after(self, key: Hashable, seconds: float) -> None:
@@ -93,8 +96,8 @@ class WorkQueue:
         with self._cond:
             while True:
                 wait = self._promote_due()
-                if self._queue:
-                    key = self._queue.pop(0)
+                if self._first or self._queue:
+                    key = (self._first or self._queue).pop(0)
                     self._dirty.discard(key)
                     self._processing.add(key)
                     return key

@@ -234,3 +234,59 @@ def test_the_controller_workers_option_is_checked(capsys):
     with pytest.raises(SystemExit):
         parser().parse_args(["controller", "--workers", "0"])
     assert "--workers must be a whole number >= 1, not '0'" in capsys.readouterr().err
+
+
+def test_keys_added_first_are_served_before_the_others_and_still_only_once():
+    queue = WorkQueue()
+    queue.add("old-1")
+    queue.add("old-2")
+    queue.add("new", first=True)
+    queue.add("new", first=True)
+    got = [queue.get(timeout=0), queue.get(timeout=0), queue.get(timeout=0)]
+    assert got == ["new", "old-1", "old-2"]
+    assert queue.get(timeout=0) is None
+
+
+# -- which workspaces a node concerns ------------------------------------------------------------
+
+
+def _ws(name="ws", selector=None, worker_nodes=None, preferred=None):
+    resource = {"instanceType": "Standard_NC6s_v3"}
+    if selector is not None:
+        resource["labelSelector"] = selector
+    if preferred:
+        resource["preferredNodes"] = preferred
+    status = {"workerNodes": worker_nodes} if worker_nodes else {}
+    return {"metadata": {"name": name, "namespace": "ns"}, "resource": resource, "status": status}
+
+
+def test_a_node_concerns_the_workspaces_its_labels_select_and_no_others():
+    from kaito_jupyter.controller.node_interest import concerns
+
+    mine = _ws(selector={"matchLabels": {"apps": "a"}})
+    other = _ws(selector={"matchLabels": {"apps": "b"}})
+    assert concerns("n1", {"apps": "a"}, mine)
+    assert not concerns("n1", {"apps": "a"}, other)
+    exprs = _ws(selector={"matchExpressions": [{"key": "apps", "operator": "In", "values": ["a", "c"]}]})  # fmt: skip
+    assert concerns("n1", {"apps": "c"}, exprs) and not concerns("n1", {"apps": "b"}, exprs)
+    notin = _ws(selector={"matchExpressions": [{"key": "apps", "operator": "NotIn", "values": ["a"]}]})  # fmt: skip
+    assert not concerns("n1", {"apps": "a"}, notin) and concerns("n1", {}, notin)
+
+
+def test_a_node_made_for_a_workspace_or_running_it_or_preferred_concerns_it_whatever_its_labels():
+    from kaito_jupyter.controller.node_interest import concerns
+
+    ws = _ws(selector={"matchLabels": {"apps": "x"}})
+    made = {"kaito.sh/workspace": "ws", "kaito.sh/workspacenamespace": "ns"}
+    assert concerns("pool-node", made, ws)
+    assert not concerns("pool-node", {**made, "kaito.sh/workspacenamespace": "elsewhere"}, ws)
+    assert concerns("n7", {}, _ws(selector={"matchLabels": {"apps": "x"}}, worker_nodes=["n7"]))
+    assert concerns("n8", {}, _ws(selector={"matchLabels": {"apps": "x"}}, preferred=["n8"]))
+
+
+def test_when_in_doubt_a_node_concerns_the_workspace():
+    from kaito_jupyter.controller.node_interest import concerns
+
+    assert concerns("n1", {"apps": "a"}, _ws())  # no selector: any node of its type may do
+    odd = _ws(selector={"matchExpressions": [{"key": "apps", "operator": "Gt", "values": ["1"]}]})
+    assert concerns("n1", {}, odd)

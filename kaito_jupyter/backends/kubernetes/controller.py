@@ -1,15 +1,17 @@
 """The workspace controller on a cluster: informers feed a work queue, workers reconcile, and
 only the holder of the Lease works.
 
-Informers watch Workspaces, the pods, Deployments, StatefulSets and Jobs labelled with
-`kaito.sh/workspace` (a change to any of them queues its workspace), and Nodes (a node coming
-or going can satisfy or break any workspace, so all are queued). Followers keep their caches
+Informers watch Workspaces, the pods, Deployments, StatefulSets, Jobs and Services labelled
+with `kaito.sh/workspace` (a change to any of them queues its workspace), and Nodes (a node
+coming, going or changing shape queues the workspaces it can satisfy or break:
+controller.node_interest). Followers keep their caches
 warm and campaign; when a leader dies another takes over within the lease duration and
 queues every workspace it knows, so nothing waits for the next change.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -35,6 +37,7 @@ from kaito_jupyter.backends.kubernetes.kube import (
 from kaito_jupyter.backends.kubernetes.reads import Reads
 from kaito_jupyter.backends.kubernetes.reconciler import Reconciler
 from kaito_jupyter.controller.lease import Conflict, LeaderElector
+from kaito_jupyter.controller.node_interest import concerns
 from kaito_jupyter.controller.plan import WORKSPACE_LABEL
 from kaito_jupyter.controller.queue import WorkQueue
 from kaito_jupyter.provisioners.collector import Collector, LiveSet
@@ -79,6 +82,18 @@ def identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def _without_status(obj: dict[str, Any]) -> str:
+    """The workspace as a user or another controller changes it: all but status and the
+    bookkeeping every write moves."""
+    meta = {
+        k: v
+        for k, v in (obj.get("metadata") or {}).items()
+        if k not in ("resourceVersion", "managedFields")
+    }
+    rest = {k: v for k, v in obj.items() if k not in ("status", "metadata")}
+    return json.dumps([meta, rest], sort_keys=True, default=str)
+
+
 def _gpus(node: dict[str, Any]) -> int:
     try:
         return int(((node.get("status") or {}).get("allocatable") or {}).get(r.GPU_RESOURCE) or 0)
@@ -121,7 +136,10 @@ class Controller:
             Informer(kube, kind, namespace, label_selector=selector, name=kind.plural)
             for kind in (POD, DEPLOYMENT, STATEFULSET, JOB, SERVICE)
         ]
-        self.workspaces.add_handler(lambda _t, obj: self.queue.add(key_of(obj)))
+        self._reconciled: set[tuple[str, str]] = set()  # keys this process reconciled once
+        self._seen: dict[tuple[str, str], str] = {}  # key -> the workspace without its status
+        self._seen_lock = threading.Lock()
+        self.workspaces.add_handler(self._workspace_changed)
         for inf in self.owned:
             inf.add_handler(self._owned_changed)
         self._node_shapes: dict[str, tuple] = {}
@@ -176,6 +194,23 @@ class Controller:
         node = self.nodes.get("", name)
         return _gpus(node) if node else 0
 
+    def _workspace_changed(self, type_: str, obj: dict[str, Any]) -> None:
+        key = key_of(obj)
+        if type_ == "DELETED":
+            self._seen.pop(key, None)
+            self._reconciled.discard(key)
+            self.queue.add(key)
+            return
+        # Our own status writes come back as changes: only the rest of the object is news.
+        # (A reconcile whose write moved status.state looks again itself: Outcome.state_moved.)
+        signature = _without_status(obj)
+        with self._seen_lock:
+            if self._seen.get(key) == signature:
+                return
+            self._seen[key] = signature
+        # A workspace not reconciled yet goes ahead of re-reconciles of the others.
+        self.queue.add(key, first=key not in self._reconciled)
+
     def _owned_changed(self, _type: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         ws = (meta.get("labels") or {}).get(WORKSPACE_LABEL)
@@ -183,28 +218,35 @@ class Controller:
             self.queue.add((meta.get("namespace") or "", ws))
 
     def _node_changed(self, type_: str, node: dict[str, Any]) -> None:
-        """Queue every workspace when a node's shape changes (not on each heartbeat)."""
-        name = (node.get("metadata") or {}).get("name", "")
+        """Queue the workspaces a node's change of shape can matter to (not on each
+        heartbeat, and not every workspace: node_interest.concerns)."""
+        meta = node.get("metadata") or {}
+        name = meta.get("name", "")
+        labels = dict(meta.get("labels") or {})
         if type_ == "DELETED":
-            self._node_shapes.pop(name, None)
-            self.enqueue_all()
+            before = self._node_shapes.pop(name, None)
+            self.enqueue_concerned(name, labels, before[0] if before else None)
             return
-        meta, spec, st = (
-            node.get("metadata") or {},
-            node.get("spec") or {},
-            node.get("status") or {},
-        )
+        spec, st = node.get("spec") or {}, node.get("status") or {}
         shape = (
-            tuple(sorted((meta.get("labels") or {}).items())),
+            tuple(sorted(labels.items())),
             bool(spec.get("unschedulable")),
             tuple(sorted((t.get("key"), t.get("effect")) for t in spec.get("taints") or [])),
             tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or [])),
             _gpus(node),
             bool(meta.get("deletionTimestamp")),
         )
-        if self._node_shapes.get(name) != shape:
+        before = self._node_shapes.get(name)
+        if before != shape:
             self._node_shapes[name] = shape
-            self.enqueue_all()
+            self.enqueue_concerned(name, labels, before[0] if before else None)
+
+    def enqueue_concerned(self, node: str, labels: dict, old_labels: tuple | None) -> None:
+        # The labels it had matter too: a node that stopped matching leaves a workspace short.
+        old = dict(old_labels) if old_labels is not None else None
+        for obj in self.workspaces.items():
+            if concerns(node, labels, obj) or (old is not None and concerns(node, old, obj)):
+                self.queue.add(key_of(obj))
 
     def enqueue_all(self) -> None:
         for obj in self.workspaces.items():
@@ -230,9 +272,12 @@ class Controller:
                 if not self.leading or not self.accept(namespace):
                     continue  # followers do not reconcile; the new leader queues everything
                 outcome = self.reconciler.reconcile(namespace, name)
+                self._reconciled.add(key)
                 self.reconciles += 1
                 self.queue.forget(key)
-                if outcome.requeue_after:
+                if outcome.state_moved:
+                    self.queue.add(key)  # comes back after done(): once more, with the new state
+                elif outcome.requeue_after:
                     self.requeues += 1
                     self.queue.add_after(key, outcome.requeue_after)
             except Exception as exc:

@@ -73,6 +73,9 @@ class Applied:
 class Outcome:
     requeue_after: float | None = None
     status_written: bool = False
+    # status.state moved: what reads it (readiness once established, the idle timeout) must
+    # see the new one, and the controller does not reconcile on its own status writes.
+    state_moved: bool = False
 
 
 def node_request(stored: StoredWorkspace, p: Plan | None = None) -> NodeRequest:
@@ -166,9 +169,10 @@ class Reconciler:
                 failed=nodes.failed,
                 retry_after=nodes.retry_after,
             )
+        fresh: dict[str, dict] = {}
         if nodes.satisfied:
             try:
-                self._apply_objects(stored, p, list(nodes.ready))
+                fresh = self._apply_objects(stored, p, list(nodes.ready))
             except ObjectConflict as exc:
                 # Never take over someone else's object: say so, and wait for it to go.
                 derived = s.derive_invalid(ws.mode, "ObjectConflict", str(exc))
@@ -181,7 +185,7 @@ class Reconciler:
             self._remove_workload(stored, p)  # nothing left pending; a wake re-creates it
             report = s.WorkloadReport()
         else:
-            report = self._observe(p)
+            report = self._observe(p, fresh)
         if p.mode == "tuning":
             derived = s.derive_tuning(nodes, report)
         else:
@@ -189,7 +193,11 @@ class Reconciler:
             derived = s.derive_inference(nodes, report, established=established)
         written = self._write_status(stored, derived)
         requeue = [t for t in (nodes.retry_after, idle_requeue) if t is not None]
-        return Outcome(requeue_after=min(requeue) if requeue else None, status_written=written)
+        return Outcome(
+            requeue_after=min(requeue) if requeue else None,
+            status_written=written,
+            state_moved=written and (stored.status.state or "") != derived.state,
+        )
 
     # -- idle timeout -------------------------------------------------------------------------
 
@@ -268,8 +276,11 @@ class Reconciler:
         counts = [self.node_gpus(n) for n in nodes]
         return min(counts) if counts else 0
 
-    def _apply_objects(self, stored: StoredWorkspace, p: Plan, nodes: list[str]) -> None:
+    def _apply_objects(self, stored: StoredWorkspace, p: Plan, nodes: list[str]) -> dict:
+        """Apply what the plan renders; returns kind -> the workload as the server answered our
+        apply (or as it was), for `_observe` to use where a cache has not caught up yet."""
         owner = self._owner(stored)
+        fresh: dict[str, dict] = {}
         objects = r.render(p, owner, nodes, self.options, gpus=self._gpus(p, nodes))
         ns, name = stored.namespace, stored.name
         created = []
@@ -288,6 +299,7 @@ class Reconciler:
                     HASH_ANNOTATION
                 )
                 if old_hash == p.spec_hash:
+                    fresh[kind] = existing
                     continue  # a Job's pod template is immutable; the same spec needs nothing
                 self.kube.delete(JOB, name, ns, propagation="Foreground")
                 continue  # recreated once the old one is gone (its deletion requeues us)
@@ -301,8 +313,9 @@ class Reconciler:
                 and last.digest == digest
                 and _as_applied(existing, last, obj)
             ):
+                fresh[kind] = existing
                 continue  # what we would send is what the server holds from our last apply
-            answer = self.kube.apply(obj)
+            answer = fresh[kind] = self.kube.apply(obj)
             with self._applied_lock:
                 self._applied[key] = _applied(answer, digest)
             if existing is None:
@@ -322,18 +335,24 @@ class Reconciler:
                 found = self.reads.find(kind, name, ns)
                 if found is not None and _owned_by(found, owner):
                     self.kube.delete(kind, name, ns)
+        return fresh
 
     def _forget_applied(self, namespace: str, name: str) -> None:
         with self._applied_lock:
             for key in [k for k in self._applied if k[1] == namespace and _named_for(k[2], name)]:
                 del self._applied[key]
 
-    def _observe(self, p: Plan) -> s.WorkloadReport:
+    def _observe(self, p: Plan, fresh: dict[str, dict] | None = None) -> s.WorkloadReport:
+        # A workload just made is not in the cache yet: the apply's answer says it exists (a
+        # status of "no workload" would be written now and taken back a moment later).
+        fresh = fresh or {}
         pods = self.reads.pods(p.namespace, p.name)
         if p.mode == "tuning":
-            return w.tuning_report(self.reads.find(JOB, p.name, p.namespace), pods)
+            job = self.reads.find(JOB, p.name, p.namespace) or fresh.get("Job")
+            return w.tuning_report(job, pods)
         kind = STATEFULSET if p.node_count > 1 else DEPLOYMENT
-        return w.inference_report(self.reads.find(kind, p.name, p.namespace), pods, p.spec_hash)
+        workload = self.reads.find(kind, p.name, p.namespace) or fresh.get(kind.kind)
+        return w.inference_report(workload, pods, p.spec_hash)
 
     # -- status -------------------------------------------------------------------------------
 
