@@ -290,3 +290,18 @@ def test_when_in_doubt_a_node_concerns_the_workspace():
     assert concerns("n1", {"apps": "a"}, _ws())  # no selector: any node of its type may do
     odd = _ws(selector={"matchExpressions": [{"key": "apps", "operator": "Gt", "values": ["1"]}]})
     assert concerns("n1", {}, odd)
+
+
+def test_a_key_waits_on_one_timer_the_earliest_asked_for():
+    now = [0.0]
+    queue = WorkQueue(clock=lambda: now[0])
+    for seconds in (5, 5, 3, 9):
+        queue.add_after("k", seconds)
+    now[0] = 3.0
+    assert queue.get(timeout=0) == "k"
+    queue.done("k")
+    now[0] = 20.0
+    assert queue.get(timeout=0) is None  # the later asks were folded into the first
+    queue.add_after("k", 1)  # once served, a new ask starts a new timer
+    now[0] = 21.0
+    assert queue.get(timeout=0) == "k"
