@@ -344,3 +344,20 @@ def test_polls_back_off_from_the_first_interval_with_retry_after_as_the_floor():
     assert waits == [1, 2, 4, 8, 16, 30, 30]
     assert next_delay(1.0, 15.0, 30.0) == (15.0, 2.0)  # ARM's pace is never beaten
     assert next_delay(1.0, None, 30.0) == (1.0, 2.0)
+
+
+def test_byo_never_takes_a_node_a_provisioner_made_for_another_workspace():
+    from kaito_jupyter.provisioners.byo import ByoProvisioner
+
+    def node(name, **labels):
+        return {
+            "metadata": {"name": name, "labels": {"apps": "phi-3", **labels}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+
+    theirs = node("a-pool-node", **{"kaito.sh/workspace": "other", "kaito.sh/workspacenamespace": "ns"})  # fmt: skip
+    mine = node("b-pool-node", **{"kaito.sh/workspace": "ws", "kaito.sh/workspacenamespace": "ns"})  # fmt: skip
+    plain = node("c-labelled-by-hand")
+    request = NodeRequest(namespace="ns", name="ws", uid="u", instance_type=None, count=3, labels={"apps": "phi-3"})  # fmt: skip
+    report = ByoProvisioner(lambda: [theirs, mine, plain]).ensure(request)
+    assert report.ready == ("b-pool-node", "c-labelled-by-hand")
