@@ -350,14 +350,27 @@ def cmd_controller(args: argparse.Namespace) -> int:
         options["idle_exit"] = args.idle_exit
         if args.lease_seconds is not None:
             options["lease_seconds"] = args.lease_seconds
-    elif args.all_namespaces:
-        options["namespace"] = None
-    elif args.namespace:
-        options["namespace"] = args.namespace
+    else:
+        if args.all_namespaces:
+            options["namespace"] = None
+        elif args.namespace:
+            options["namespace"] = args.namespace
+        if args.workers is not None:
+            options["workers"] = args.workers
     try:
         return run_controller(settings, backend, **options)
     except KeyboardInterrupt:
         return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be a whole number >= 1, not {text!r}")
+    return value
 
 
 def _add_workspace_verbs(sub) -> None:
@@ -458,6 +471,8 @@ def _add_workspace_verbs(sub) -> None:
     co.add_argument(
         "-A", "--all-namespaces", action="store_true", help="kubernetes: every namespace"
     )
+    co.add_argument("--workers", type=_positive_int, metavar="N",
+                    help="kubernetes: workspaces reconciled at once (default 8)")  # fmt: skip
     co.add_argument("--log-level", default="INFO")
     co.set_defaults(func=cmd_controller)
 

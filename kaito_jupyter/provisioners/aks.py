@@ -1,9 +1,11 @@
 """The `aks` provisioner: one AKS agent pool per workspace, through azure-mgmt-containerservice.
 
 Every call returns at once. A create or delete starts ARM's long-running operation and keeps
-azure-core's poller (which polls in its own thread, at the Retry-After ARM asks for); later
-reconciles read the pool's provisioningState and the pool's nodes in the cluster, and report
-progress ("provisioning agent pool kw3f9a0c1d2e (1/2 nodes ready, 3m12s)").
+azure-core's poller, which polls in its own thread, backing off from ARM's Retry-After
+(lro.py). While it runs, reconciles ask ARM nothing (they report the pool's nodes in the
+cluster: "provisioning agent pool kw3f9a0c1d2e (1/2 nodes ready, 3m12s)"); when it ends,
+`on_change` queues the workspace and the poller's final answer (the pool as ARM left it) is
+read instead of a GET of our own.
 
 Nothing leaks, nothing doubles:
 - the pool's name is a function of the workspace's namespace/name (agent_pools.pool_name), so
@@ -35,6 +37,7 @@ from kaito_jupyter.provisioners import agent_pools, arm_errors
 from kaito_jupyter.provisioners.arm_errors import ArmFailure
 from kaito_jupyter.provisioners.azure_client import azure_settings, container_service_client
 from kaito_jupyter.provisioners.base import NodeRequest
+from kaito_jupyter.provisioners.lro import Operation, backoff_polling
 from kaito_jupyter.provisioners.node_state import labelled, node_ready
 from kaito_jupyter.provisioners.pacing import Pacer
 
@@ -64,6 +67,8 @@ class AksProvisioner:
         poll_seconds: float = 5.0,
         collect_grace_seconds: float = 120.0,
         steady_refresh_seconds: float = 300.0,
+        first_poll_seconds: float = 1.0,
+        max_poll_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
     ):
         azure = azure_settings(settings)
@@ -83,12 +88,18 @@ class AksProvisioner:
         self.collect_grace_seconds = collect_grace_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._pollers: dict[str, Any] = {}  # pool -> azure-core LROPoller of its last operation
+        # pool -> the Operation (poller, kind, done flag) ARM is doing for it, until read
+        self._pollers: dict[str, Operation] = {}
         self._failures: dict[str, ArmFailure] = {}  # pool -> a permanent failure being shown
         self._last: dict[str, NodeReport] = {}  # pool -> the last report, while calls are held
         # pool -> (what was asked, when ARM last said it was done): see _steady_report.
         self._steady: dict[str, tuple[tuple, float]] = {}
         self.steady_refresh_seconds = steady_refresh_seconds
+        # (namespace, name) -> None: called when an operation of that workspace's pool ends
+        # (the controller queues the workspace; set by it).
+        self.on_change: Callable[[str, str], None] | None = None
+        self.first_poll_seconds = first_poll_seconds
+        self.max_poll_seconds = max_poll_seconds
 
     # -- the Provisioner interface -------------------------------------------------------------
 
@@ -126,7 +137,19 @@ class AksProvisioner:
             self.pacer.unhold(name)
         if self.pacer.wait(name) > 0:
             return False
+        op = self._operation(name)
+        if op is not None and op.kind == "delete" and not op.done.is_set():
+            return False  # ARM is deleting it; the poller says when it is done
         try:
+            if op is not None and op.done.is_set() and op.kind == "delete":
+                with self._lock:
+                    self._pollers.pop(name, None)
+                try:
+                    op.poller.result(timeout=0)
+                    self._forget(name)
+                    return True  # ARM said the delete succeeded: the pool is gone
+                except Exception:
+                    pass  # the pool's own state says what is left: read it
             pool = self._get(name)
             if pool is None:
                 self._forget(name)
@@ -134,7 +157,7 @@ class AksProvisioner:
             if agent_pools.owner(pool.tags) != (request.namespace, request.name):
                 return True  # not ours: nothing of this workspace's to delete
             if pool.provisioning_state != "Deleting":
-                self._delete(name)
+                self._delete(name, pool.tags)
             return False
         except Exception as exc:
             self._backoff(name, self._classify(exc, None, pool=name))
@@ -158,7 +181,9 @@ class AksProvisioner:
                     continue
                 log.info("deleting agent pool %s: workspace %s/%s is gone", pool.name, *owner)
                 self.pacer.spend(COLLECT_KEY)
-                self._client.agent_pools.begin_delete(self.resource_group, self.cluster, pool.name)
+                self._client.agent_pools.begin_delete(
+                    self.resource_group, self.cluster, pool.name, polling=self._polling()
+                )
                 self._forget(pool.name)
                 removed.append(pool.name)
             self.pacer.succeeded(COLLECT_KEY)
@@ -186,7 +211,14 @@ class AksProvisioner:
     # -- ensure, step by step -----------------------------------------------------------------
 
     def _ensure(self, spec: agent_pools.PoolSpec, request: NodeRequest) -> NodeReport:
-        pool = self._get(spec.name)
+        op = self._operation(spec.name)
+        if op is not None and not op.done.is_set():
+            # ARM is still on our last operation: a GET would only say so again. Its poller
+            # calls on_change when it ends.
+            return self._in_flight(spec, op)
+        failure, pool, known = self._operation_outcome(spec, op)
+        if not known:
+            pool = self._get(spec.name)
         if pool is None:
             return self._create(spec)
         owner = agent_pools.owner(pool.tags)
@@ -199,12 +231,7 @@ class AksProvisioner:
                 "Rename the workspace, or delete that pool if nothing uses it.",
                 failed=True,
             )
-        failure = self._operation_failure(spec)
         state = pool.provisioning_state
-        if state == "Failed" and failure is None and self._polling(spec.name):
-            # The poller is about to read the operation's error: wait for it, so the
-            # condition can say what went wrong.
-            return self._progress(spec, pool)
         if state == "Failed":
             failure = failure or self._failures.get(spec.name)
             if failure is None or not failure.permanent:
@@ -214,7 +241,7 @@ class AksProvisioner:
                     permanent=False,
                 )
             # A Failed pool is half-created: remove it now, keep the failure in the status.
-            self._delete(spec.name)
+            self._delete(spec.name, pool.tags)
             return self._failed(spec, failure)
         if failure is not None and failure.permanent:
             return self._failed(spec, failure)
@@ -224,7 +251,7 @@ class AksProvisioner:
             return self._progress(spec, pool)
         if pool.vm_size and pool.vm_size.lower() != spec.vm_size.lower():
             # AKS cannot change a pool's VM size: replace the pool.
-            self._delete(spec.name)
+            self._delete(spec.name, pool.tags)
             return self._progress(
                 spec,
                 pool,
@@ -277,20 +304,37 @@ class AksProvisioner:
             retry_after=self.poll_seconds,
         )
 
-    def _polling(self, name: str) -> bool:
-        with self._lock:
-            poller = self._pollers.get(name)
-        return poller is not None and not poller.done()
+    def _in_flight(self, spec: agent_pools.PoolSpec, op: Operation) -> NodeReport:
+        ready, _ = self._nodes(spec.name)
+        elapsed = self._clock() - op.created.timestamp()
+        counts = f"{len(ready)}/{spec.count} nodes ready, {agent_pools.duration(elapsed)}"
+        what = (
+            f"agent pool {spec.name} is being deleted"
+            if op.kind == "delete"
+            else f"provisioning agent pool {spec.name}"
+        )
+        return NodeReport(
+            required=spec.count,
+            ready=ready,
+            reason=PROVISIONING,
+            message=f"{what} ({counts})",
+            retry_after=self.poll_seconds,
+        )
 
-    def _operation_failure(self, spec: agent_pools.PoolSpec) -> ArmFailure | None:
-        """The error of the pool's last operation, if it finished with one."""
+    def _operation(self, name: str) -> Operation | None:
         with self._lock:
-            poller = self._pollers.get(spec.name)
-            if poller is None or not poller.done():
-                return None
+            return self._pollers.get(name)
+
+    def _operation_outcome(self, spec: agent_pools.PoolSpec, op: Operation | None):
+        """What the pool's finished last operation says: (its failure or None, the pool as the
+        operation left it, whether that is known without asking ARM again). A create's poller
+        ends with a GET of the pool, and a delete that succeeded leaves none."""
+        if op is None:
+            return None, None, False
+        with self._lock:
             self._pollers.pop(spec.name, None)
         try:
-            poller.result(timeout=0)
+            result = op.poller.result(timeout=0)
         except Exception as exc:
             failure = self._classify(exc, spec)
             if failure.permanent or failure.reason not in (
@@ -300,9 +344,14 @@ class AksProvisioner:
             ):
                 with self._lock:
                     self._failures[spec.name] = failure
-                return failure
+                return failure, None, False
             # Polling itself failed (a 5xx, say): the pool's state is the truth; read on.
-        return None
+            return None, None, False
+        if op.kind == "delete":
+            return None, None, True
+        if result is not None and getattr(result, "provisioning_state", None):
+            return None, result, True
+        return None, None, False
 
     # -- failures ------------------------------------------------------------------------------
 
@@ -382,20 +431,41 @@ class AksProvisioner:
         body = AgentPool(**{**spec.sdk_kwargs(), "tags": tags})
         self.pacer.spend(spec.name)
         poller = self._client.agent_pools.begin_create_or_update(
-            self.resource_group, self.cluster, spec.name, body
+            self.resource_group, self.cluster, spec.name, body, polling=self._polling()
         )
+        born = agent_pools.created_at(tags) or datetime.fromtimestamp(self._clock(), UTC)
+        op = Operation(poller, "create", born)
         with self._lock:
-            self._pollers[spec.name] = poller
+            self._pollers[spec.name] = op
             self._failures.pop(spec.name, None)
+        op.watch(self._waker(spec.tags))
 
-    def _delete(self, name: str) -> None:
+    def _delete(self, name: str, tags: dict[str, str] | None = None) -> None:
         log.info("deleting agent pool %s", name)
         with self._lock:
             self._steady.pop(name, None)
         self.pacer.spend(name)
-        poller = self._client.agent_pools.begin_delete(self.resource_group, self.cluster, name)
+        poller = self._client.agent_pools.begin_delete(
+            self.resource_group, self.cluster, name, polling=self._polling()
+        )
+        op = Operation(poller, "delete", datetime.fromtimestamp(self._clock(), UTC))
         with self._lock:
-            self._pollers[name] = poller
+            self._pollers[name] = op
+        op.watch(self._waker(tags))
+
+    def _polling(self):
+        return backoff_polling(self.first_poll_seconds, self.max_poll_seconds)
+
+    def _waker(self, tags: dict[str, str] | None):
+        owner = agent_pools.owner(tags)
+        if owner is None:
+            return None
+
+        def wake() -> None:
+            if self.on_change is not None:
+                self.on_change(*owner)
+
+        return wake
 
     def _forget(self, name: str) -> None:
         with self._lock:

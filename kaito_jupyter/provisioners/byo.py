@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kaito_jupyter.controller.status import NodeReport
+from kaito_jupyter.provisioners.agent_pools import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito_jupyter.provisioners.base import NodeRequest
 
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
@@ -30,9 +31,21 @@ def _ready(node: dict[str, Any]) -> bool:
     )
 
 
+def made_for_another(labels: dict[str, str], request: NodeRequest) -> bool:
+    """A node a provisioner made for another workspace (its agent pool's, its NodeClaim's):
+    never ours to schedule on, even when our selector matches its labels (it carries the
+    other workspace's selector labels too)."""
+    owner = labels.get(LABEL_WORKSPACE)
+    if owner is None:
+        return False
+    return (owner, labels.get(LABEL_WORKSPACE_NAMESPACE)) != (request.name, request.namespace)
+
+
 def matches(node: dict[str, Any], request: NodeRequest) -> bool:
     labels = (node.get("metadata") or {}).get("labels") or {}
     if any(labels.get(k) != v for k, v in request.labels.items()):
+        return False
+    if made_for_another(labels, request):
         return False
     if (
         request.instance_type

@@ -180,9 +180,14 @@ def test_of_two_controllers_one_leads_and_the_other_takes_over_when_it_dies(
             lambda o: condition(o.get(name), "WorkspaceReady") == "True",
             what="ready",
         )
-        # Every Event came from the leader (written before the status that made it Ready).
+        # Every Event came from the leader (they go from a thread of their own: once the
+        # Created one is in, look at all of them).
         from kaito_jupyter.backends.kubernetes.kube import EVENT
 
+        wait_for(
+            kube, EVENT, ns,
+            lambda o: any(e.get("reason") == "Created" for e in o.values()), what="the Created Event",
+        )  # fmt: skip
         sources = {
             e["reportingInstance"]
             for e in kube.list(EVENT, ns)["items"]

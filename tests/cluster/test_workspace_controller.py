@@ -532,3 +532,75 @@ def test_install_upgrades_our_crd_when_its_schema_revision_is_older_and_leaves_i
         kube.get(CRD, crd.NAME)["metadata"]["annotations"][crd.SCHEMA_REVISION_ANNOTATION]
         == crd.SCHEMA_REVISION
     )
+
+
+def test_a_deployment_or_service_edited_or_deleted_by_hand_is_restored(
+    kube, backend, controller, testbed, namespace
+):
+    # The controller skips applies whose rendered object is unchanged since its last one;
+    # that must never leave a hand edit or a deletion standing.
+    from kaito_jupyter.backends.kubernetes.kube import JSON_PATCH
+    from kaito_jupyter.controller.plan import HASH_ANNOTATION
+
+    pool(testbed, "drift", labels={"apps": "drift"})
+    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "drift"})
+    backend.apply([doc])
+    name = doc["metadata"]["name"]
+    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready")
+    original = kube.get(DEPLOYMENT, name, namespace)
+    image = original["spec"]["template"]["spec"]["containers"][0]["image"]
+    spec_hash = original["metadata"]["annotations"][HASH_ANNOTATION]
+
+    def deployment(pred, what):
+        return wait_for(kube, DEPLOYMENT, namespace, lambda o: o.get(name) and pred(o[name]), what=what)  # fmt: skip
+
+    # A spec edit (the generation moves) is put back.
+    kube.patch(
+        DEPLOYMENT, name, namespace,
+        [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "busybox:edited"},
+         {"op": "replace", "path": "/spec/replicas", "value": 3}],
+        content_type=JSON_PATCH,
+    )  # fmt: skip
+    deployment(
+        lambda d: (
+            d["spec"]["template"]["spec"]["containers"][0]["image"] == image
+            and d["spec"]["replicas"] == 1
+        ),
+        "the edited Deployment restored",
+    )
+    # A metadata edit (no generation bump) is put back too.
+    kube.patch(
+        DEPLOYMENT, name, namespace, {"metadata": {"annotations": {HASH_ANNOTATION: "edited"}}}
+    )
+    deployment(
+        lambda d: d["metadata"]["annotations"][HASH_ANNOTATION] == spec_hash,
+        "the Deployment's annotation restored",
+    )
+    # Deleted, it is made again (a new object).
+    kube.delete(DEPLOYMENT, name, namespace)
+    deployment(
+        lambda d: (
+            d["metadata"]["uid"] != original["metadata"]["uid"]
+            and not d["metadata"].get("deletionTimestamp")
+        ),
+        "the deleted Deployment made again",
+    )
+    # So is its Service, edited or deleted.
+    service = kube.get(SERVICE, name, namespace)
+    kube.patch(
+        SERVICE, name, namespace,
+        [{"op": "replace", "path": "/spec/ports/0/targetPort", "value": 1234}],
+        content_type=JSON_PATCH,
+    )  # fmt: skip
+    wait_for(
+        kube, SERVICE, namespace,
+        lambda o: o.get(name) and o[name]["spec"]["ports"] == service["spec"]["ports"],
+        what="the edited Service restored",
+    )  # fmt: skip
+    kube.delete(SERVICE, name, namespace)
+    wait_for(
+        kube, SERVICE, namespace,
+        lambda o: o.get(name) and o[name]["metadata"]["uid"] != service["metadata"]["uid"],
+        what="the deleted Service made again",
+    )  # fmt: skip
+    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready again")

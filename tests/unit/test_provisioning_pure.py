@@ -8,6 +8,7 @@ import pytest
 
 from kaito_jupyter.provisioners import agent_pools, arm_errors
 from kaito_jupyter.provisioners.base import NodeRequest
+from kaito_jupyter.provisioners.lro import next_delay
 from kaito_jupyter.provisioners.pacing import Pacer
 
 # The compute resource provider's quota message, as AKS relays it.
@@ -333,3 +334,30 @@ def test_auto_decides_on_first_use_and_retries_a_failed_discovery(tmp_path):
     assert auto.chosen is None
     assert auto.ensure(request).reason == "NoMatchingNodes"
     assert auto.name == "byo"
+
+
+def test_polls_back_off_from_the_first_interval_with_retry_after_as_the_floor():
+    interval, waits = 1.0, []
+    for _ in range(7):
+        wait, interval = next_delay(interval, 1.0, 30.0)
+        waits.append(wait)
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
+    assert next_delay(1.0, 15.0, 30.0) == (15.0, 2.0)  # ARM's pace is never beaten
+    assert next_delay(1.0, None, 30.0) == (1.0, 2.0)
+
+
+def test_byo_never_takes_a_node_a_provisioner_made_for_another_workspace():
+    from kaito_jupyter.provisioners.byo import ByoProvisioner
+
+    def node(name, **labels):
+        return {
+            "metadata": {"name": name, "labels": {"apps": "phi-3", **labels}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+
+    theirs = node("a-pool-node", **{"kaito.sh/workspace": "other", "kaito.sh/workspacenamespace": "ns"})  # fmt: skip
+    mine = node("b-pool-node", **{"kaito.sh/workspace": "ws", "kaito.sh/workspacenamespace": "ns"})  # fmt: skip
+    plain = node("c-labelled-by-hand")
+    request = NodeRequest(namespace="ns", name="ws", uid="u", instance_type=None, count=3, labels={"apps": "phi-3"})  # fmt: skip
+    report = ByoProvisioner(lambda: [theirs, mine, plain]).ensure(request)
+    assert report.ready == ("b-pool-node", "c-labelled-by-hand")

@@ -1,15 +1,17 @@
 """The workspace controller on a cluster: informers feed a work queue, workers reconcile, and
 only the holder of the Lease works.
 
-Informers watch Workspaces, the pods, Deployments, StatefulSets and Jobs labelled with
-`kaito.sh/workspace` (a change to any of them queues its workspace), and Nodes (a node coming
-or going can satisfy or break any workspace, so all are queued). Followers keep their caches
+Informers watch Workspaces, the pods, Deployments, StatefulSets, Jobs and Services labelled
+with `kaito.sh/workspace` (a change to any of them queues its workspace), and Nodes (a node
+coming, going or changing shape queues the workspaces it can satisfy or break:
+controller.node_interest). Followers keep their caches
 warm and campaign; when a leader dies another takes over within the lease duration and
 queues every workspace it knows, so nothing waits for the next change.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -26,13 +28,16 @@ from kaito_jupyter.backends.kubernetes.kube import (
     LEASE,
     NODE,
     POD,
+    SERVICE,
     STATEFULSET,
     WORKSPACE,
     ApiError,
     Kube,
 )
+from kaito_jupyter.backends.kubernetes.reads import Reads
 from kaito_jupyter.backends.kubernetes.reconciler import Reconciler
 from kaito_jupyter.controller.lease import Conflict, LeaderElector
+from kaito_jupyter.controller.node_interest import concerns
 from kaito_jupyter.controller.plan import WORKSPACE_LABEL
 from kaito_jupyter.controller.queue import WorkQueue
 from kaito_jupyter.provisioners.collector import Collector, LiveSet
@@ -40,6 +45,10 @@ from kaito_jupyter.provisioners.collector import Collector, LiveSet
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "kaito-jupyter-controller"
+# Reconciles of different workspaces are independent and spend their time waiting on the API
+# server, not computing: more of them in flight is what shortens a burst of applies. The
+# default is from the control-plane benchmark (docs/benchmarks.md).
+DEFAULT_WORKERS = 8
 
 
 class KubeLeaseStore:
@@ -73,6 +82,18 @@ def identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def _without_status(obj: dict[str, Any]) -> str:
+    """The workspace as a user or another controller changes it: all but status and the
+    bookkeeping every write moves."""
+    meta = {
+        k: v
+        for k, v in (obj.get("metadata") or {}).items()
+        if k not in ("resourceVersion", "managedFields")
+    }
+    rest = {k: v for k, v in obj.items() if k not in ("status", "metadata")}
+    return json.dumps([meta, rest], sort_keys=True, default=str)
+
+
 def _gpus(node: dict[str, Any]) -> int:
     try:
         return int(((node.get("status") or {}).get("allocatable") or {}).get(r.GPU_RESOURCE) or 0)
@@ -92,14 +113,19 @@ class Controller:
         lease_duration: float = 15.0,
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
-        workers: int = 2,
+        workers: int = DEFAULT_WORKERS,
         options: r.RenderOptions | None = None,
         kaito_runtime: str = "vllm",
         name: str | None = None,
         accept=None,  # namespace -> bool: which namespaces' workspaces this one reconciles
         activity=None,  # the idle timeout's request counter; None: the runtime's /metrics
     ):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         self.kube = kube
+        # Every worker, watch, the Lease and the Event sender keep a connection: without room
+        # for all of them the pool drops some and each request pays a new TLS handshake.
+        kube.widen_pool(workers + 16)
         self.namespace = namespace
         self.identity = name or identity()
         self.queue = WorkQueue()
@@ -108,14 +134,21 @@ class Controller:
         self.nodes = Informer(kube, NODE, name="nodes")
         self.owned = [
             Informer(kube, kind, namespace, label_selector=selector, name=kind.plural)
-            for kind in (POD, DEPLOYMENT, STATEFULSET, JOB)
+            for kind in (POD, DEPLOYMENT, STATEFULSET, JOB, SERVICE)
         ]
-        self.workspaces.add_handler(lambda _t, obj: self.queue.add(key_of(obj)))
+        self._reconciled: set[tuple[str, str]] = set()  # keys this process reconciled once
+        self._seen: dict[tuple[str, str], str] = {}  # key -> the workspace without its status
+        self._seen_lock = threading.Lock()
+        self.workspaces.add_handler(self._workspace_changed)
         for inf in self.owned:
             inf.add_handler(self._owned_changed)
         self._node_shapes: dict[str, tuple] = {}
         self.nodes.add_handler(self._node_changed)
         self.provisioner = provisioner_factory(lambda: self.nodes.items())
+        if hasattr(self.provisioner, "on_change"):
+            # A provisioner whose work finishes out of band (an ARM operation) says so at once,
+            # rather than the workspace waiting for its next timed look.
+            self.provisioner.on_change = lambda namespace, name: self.queue.add((namespace, name))
         # Orphans of the provisioner (pools, claims of workspaces that are gone), swept while
         # leading, judged only within the namespaces this controller watches.
         self.collector = Collector(
@@ -127,11 +160,13 @@ class Controller:
             lambda: self.leading,
             synced=self.workspaces.synced.is_set,
         )
+        self.recorder = Recorder(kube, host=self.identity, background=True)
         self.reconciler = Reconciler(
             kube,
             self.provisioner,
             options=options,
-            recorder=Recorder(kube, host=self.identity),
+            recorder=self.recorder,
+            reads=Reads(kube, {inf.kind.kind: inf for inf in self.owned}),
             kaito_runtime=kaito_runtime,
             node_gpus=self._node_gpus,
             activity=activity,
@@ -159,6 +194,23 @@ class Controller:
         node = self.nodes.get("", name)
         return _gpus(node) if node else 0
 
+    def _workspace_changed(self, type_: str, obj: dict[str, Any]) -> None:
+        key = key_of(obj)
+        if type_ == "DELETED":
+            self._seen.pop(key, None)
+            self._reconciled.discard(key)
+            self.queue.add(key)
+            return
+        # Our own status writes come back as changes: only the rest of the object is news.
+        # (A reconcile whose write moved status.state looks again itself: Outcome.state_moved.)
+        signature = _without_status(obj)
+        with self._seen_lock:
+            if self._seen.get(key) == signature:
+                return
+            self._seen[key] = signature
+        # A workspace not reconciled yet goes ahead of re-reconciles of the others.
+        self.queue.add(key, first=key not in self._reconciled)
+
     def _owned_changed(self, _type: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         ws = (meta.get("labels") or {}).get(WORKSPACE_LABEL)
@@ -166,28 +218,35 @@ class Controller:
             self.queue.add((meta.get("namespace") or "", ws))
 
     def _node_changed(self, type_: str, node: dict[str, Any]) -> None:
-        """Queue every workspace when a node's shape changes (not on each heartbeat)."""
-        name = (node.get("metadata") or {}).get("name", "")
+        """Queue the workspaces a node's change of shape can matter to (not on each
+        heartbeat, and not every workspace: node_interest.concerns)."""
+        meta = node.get("metadata") or {}
+        name = meta.get("name", "")
+        labels = dict(meta.get("labels") or {})
         if type_ == "DELETED":
-            self._node_shapes.pop(name, None)
-            self.enqueue_all()
+            before = self._node_shapes.pop(name, None)
+            self.enqueue_concerned(name, labels, before[0] if before else None)
             return
-        meta, spec, st = (
-            node.get("metadata") or {},
-            node.get("spec") or {},
-            node.get("status") or {},
-        )
+        spec, st = node.get("spec") or {}, node.get("status") or {}
         shape = (
-            tuple(sorted((meta.get("labels") or {}).items())),
+            tuple(sorted(labels.items())),
             bool(spec.get("unschedulable")),
             tuple(sorted((t.get("key"), t.get("effect")) for t in spec.get("taints") or [])),
             tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or [])),
             _gpus(node),
             bool(meta.get("deletionTimestamp")),
         )
-        if self._node_shapes.get(name) != shape:
+        before = self._node_shapes.get(name)
+        if before != shape:
             self._node_shapes[name] = shape
-            self.enqueue_all()
+            self.enqueue_concerned(name, labels, before[0] if before else None)
+
+    def enqueue_concerned(self, node: str, labels: dict, old_labels: tuple | None) -> None:
+        # The labels it had matter too: a node that stopped matching leaves a workspace short.
+        old = dict(old_labels) if old_labels is not None else None
+        for obj in self.workspaces.items():
+            if concerns(node, labels, obj) or (old is not None and concerns(node, old, obj)):
+                self.queue.add(key_of(obj))
 
     def enqueue_all(self) -> None:
         for obj in self.workspaces.items():
@@ -213,9 +272,12 @@ class Controller:
                 if not self.leading or not self.accept(namespace):
                     continue  # followers do not reconcile; the new leader queues everything
                 outcome = self.reconciler.reconcile(namespace, name)
+                self._reconciled.add(key)
                 self.reconciles += 1
                 self.queue.forget(key)
-                if outcome.requeue_after:
+                if outcome.state_moved:
+                    self.queue.add(key)  # comes back after done(): once more, with the new state
+                elif outcome.requeue_after:
                     self.requeues += 1
                     self.queue.add_after(key, outcome.requeue_after)
             except Exception as exc:
@@ -253,6 +315,7 @@ class Controller:
             inf.stop()
         for t in self._threads:
             t.join(timeout=10)
+        self.recorder.flush()
         # One line a benchmark (or an operator) can read: what this process's reconcilers did.
         log.info(
             "controller stopped: %d reconciles, %d requeues, %d retries",

@@ -168,6 +168,19 @@ class Kube:
     def close(self) -> None:
         self.api.close()
 
+    def widen_pool(self, size: int) -> None:
+        """Keep at least `size` connections open for reuse (the client's default is 5 per
+        core: fewer than a controller's watches plus its workers)."""
+        from kubernetes.client import rest
+
+        cfg = self.api.configuration
+        if (cfg.connection_pool_maxsize or 0) >= size:
+            return
+        with self._lock:
+            cfg.connection_pool_maxsize = size
+            # Requests in flight on the old pool finish on it (it is not closed under them).
+            self.api.rest_client = rest.RESTClientObject(cfg)
+
     # -- REST ---------------------------------------------------------------------------------
 
     def _call(

@@ -15,7 +15,10 @@ NodeClaims), and is released once the provisioner says they are gone.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,18 +32,17 @@ from kaito_jupyter.backends.kubernetes.kube import (
     DEPLOYMENT,
     JOB,
     JSON_PATCH,
-    POD,
     SERVICE,
     STATEFULSET,
     WORKSPACE,
     Kube,
 )
+from kaito_jupyter.backends.kubernetes.reads import Reads
 from kaito_jupyter.controller import idle
 from kaito_jupyter.controller import status as s
 from kaito_jupyter.controller.plan import (
     FINALIZER,
     HASH_ANNOTATION,
-    WORKSPACE_LABEL,
     Plan,
     PlanError,
     plan,
@@ -57,10 +59,23 @@ class ObjectConflict(Exception):
     """An object the workspace needs exists already and belongs to something else."""
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What our last server-side apply of one object sent and got back."""
+
+    digest: str  # of the rendered object
+    uid: str
+    generation: int | None  # None for kinds without one (Service)
+    resource_version: str
+
+
 @dataclass
 class Outcome:
     requeue_after: float | None = None
     status_written: bool = False
+    # status.state moved: what reads it (readiness once established, the idle timeout) must
+    # see the new one, and the controller does not reconcile on its own status writes.
+    state_moved: bool = False
 
 
 def node_request(stored: StoredWorkspace, p: Plan | None = None) -> NodeRequest:
@@ -92,9 +107,14 @@ class Reconciler:
         kaito_runtime: str = "vllm",
         node_gpus=None,
         activity=None,
+        reads: Reads | None = None,
         clock=time.monotonic,
     ):
         self.kube = kube
+        self.reads = reads or Reads(kube)
+        # (kind, namespace, name) -> our last apply of it: an unchanged object is not sent again.
+        self._applied: dict[tuple[str, str, str], Applied] = {}
+        self._applied_lock = threading.Lock()  # workers reconcile different workspaces at once
         self.provisioner = provisioner
         self.options = options or r.RenderOptions()
         self.recorder = recorder or Recorder(kube)
@@ -111,6 +131,7 @@ class Reconciler:
     def reconcile(self, namespace: str, name: str) -> Outcome:
         obj = self.kube.find(WORKSPACE, name, namespace)
         if obj is None:
+            self._forget_applied(namespace, name)
             return Outcome()  # gone: owner references collect what it had
         stored = StoredWorkspace(obj)
         if stored.deleting:
@@ -148,9 +169,10 @@ class Reconciler:
                 failed=nodes.failed,
                 retry_after=nodes.retry_after,
             )
+        fresh: dict[str, dict] = {}
         if nodes.satisfied:
             try:
-                self._apply_objects(stored, p, list(nodes.ready))
+                fresh = self._apply_objects(stored, p, list(nodes.ready))
             except ObjectConflict as exc:
                 # Never take over someone else's object: say so, and wait for it to go.
                 derived = s.derive_invalid(ws.mode, "ObjectConflict", str(exc))
@@ -163,7 +185,7 @@ class Reconciler:
             self._remove_workload(stored, p)  # nothing left pending; a wake re-creates it
             report = s.WorkloadReport()
         else:
-            report = self._observe(p)
+            report = self._observe(p, fresh)
         if p.mode == "tuning":
             derived = s.derive_tuning(nodes, report)
         else:
@@ -171,7 +193,11 @@ class Reconciler:
             derived = s.derive_inference(nodes, report, established=established)
         written = self._write_status(stored, derived)
         requeue = [t for t in (nodes.retry_after, idle_requeue) if t is not None]
-        return Outcome(requeue_after=min(requeue) if requeue else None, status_written=written)
+        return Outcome(
+            requeue_after=min(requeue) if requeue else None,
+            status_written=written,
+            state_moved=written and (stored.status.state or "") != derived.state,
+        )
 
     # -- idle timeout -------------------------------------------------------------------------
 
@@ -250,21 +276,18 @@ class Reconciler:
         counts = [self.node_gpus(n) for n in nodes]
         return min(counts) if counts else 0
 
-    def _apply_objects(self, stored: StoredWorkspace, p: Plan, nodes: list[str]) -> None:
+    def _apply_objects(self, stored: StoredWorkspace, p: Plan, nodes: list[str]) -> dict:
+        """Apply what the plan renders; returns kind -> the workload as the server answered our
+        apply (or as it was), for `_observe` to use where a cache has not caught up yet."""
         owner = self._owner(stored)
+        fresh: dict[str, dict] = {}
         objects = r.render(p, owner, nodes, self.options, gpus=self._gpus(p, nodes))
         ns, name = stored.namespace, stored.name
+        created = []
         for obj in objects:
             kind = obj["kind"]
-            existing = self.kube.find(
-                {
-                    "Job": JOB,
-                    "Deployment": DEPLOYMENT,
-                    "StatefulSet": STATEFULSET,
-                    "Service": SERVICE,
-                }[kind],
-                obj["metadata"]["name"],
-                ns,
+            existing = self.reads.find(
+                KINDS_BY_NAME[kind], obj["metadata"]["name"], ns, confirm_missing=True
             )
             if existing is not None and not _owned_by(existing, owner):
                 raise ObjectConflict(
@@ -276,38 +299,60 @@ class Reconciler:
                     HASH_ANNOTATION
                 )
                 if old_hash == p.spec_hash:
+                    fresh[kind] = existing
                     continue  # a Job's pod template is immutable; the same spec needs nothing
                 self.kube.delete(JOB, name, ns, propagation="Foreground")
                 continue  # recreated once the old one is gone (its deletion requeues us)
-            self.kube.apply(obj)
+            key = (kind, ns, obj["metadata"]["name"])
+            digest = _digest(obj)
+            with self._applied_lock:
+                last = self._applied.get(key)
+            if (
+                existing is not None
+                and last is not None
+                and last.digest == digest
+                and _as_applied(existing, last, obj)
+            ):
+                fresh[kind] = existing
+                continue  # what we would send is what the server holds from our last apply
+            answer = fresh[kind] = self.kube.apply(obj)
+            with self._applied_lock:
+                self._applied[key] = _applied(answer, digest)
             if existing is None:
-                self.recorder.record(
-                    stored.data, "Normal", "Created", f"created {kind} {obj['metadata']['name']}"
-                )
+                created.append(f"{kind} {obj['metadata']['name']}")
+        if created:
+            # One Event for the objects this reconcile made, not one per object.
+            self.recorder.record(stored.data, "Normal", "Created", "created " + ", ".join(created))
         # A change of node count swaps Deployment and StatefulSet: remove the other one.
         if p.mode == "inference":
             stale = [DEPLOYMENT] if p.node_count > 1 else [STATEFULSET]
             if p.node_count <= 1:
                 stale_svc = r.headless_name(name)
-                svc = self.kube.find(SERVICE, stale_svc, ns)
+                svc = self.reads.find(SERVICE, stale_svc, ns)
                 if svc is not None and _owned_by(svc, owner):
                     self.kube.delete(SERVICE, stale_svc, ns)
             for kind in stale:
-                found = self.kube.find(kind, name, ns)
+                found = self.reads.find(kind, name, ns)
                 if found is not None and _owned_by(found, owner):
                     self.kube.delete(kind, name, ns)
+        return fresh
 
-    def _observe(self, p: Plan) -> s.WorkloadReport:
-        pods = (
-            self.kube.list(POD, p.namespace, label_selector=f"{WORKSPACE_LABEL}={p.name}").get(
-                "items"
-            )
-            or []
-        )
+    def _forget_applied(self, namespace: str, name: str) -> None:
+        with self._applied_lock:
+            for key in [k for k in self._applied if k[1] == namespace and _named_for(k[2], name)]:
+                del self._applied[key]
+
+    def _observe(self, p: Plan, fresh: dict[str, dict] | None = None) -> s.WorkloadReport:
+        # A workload just made is not in the cache yet: the apply's answer says it exists (a
+        # status of "no workload" would be written now and taken back a moment later).
+        fresh = fresh or {}
+        pods = self.reads.pods(p.namespace, p.name)
         if p.mode == "tuning":
-            return w.tuning_report(self.kube.find(JOB, p.name, p.namespace), pods)
+            job = self.reads.find(JOB, p.name, p.namespace) or fresh.get("Job")
+            return w.tuning_report(job, pods)
         kind = STATEFULSET if p.node_count > 1 else DEPLOYMENT
-        return w.inference_report(self.kube.find(kind, p.name, p.namespace), pods, p.spec_hash)
+        workload = self.reads.find(kind, p.name, p.namespace) or fresh.get(kind.kind)
+        return w.inference_report(workload, pods, p.spec_hash)
 
     # -- status -------------------------------------------------------------------------------
 
@@ -382,6 +427,7 @@ class Reconciler:
         self._write_status(stored, s.derive_deleting())
         if not self.provisioner.release(node_request(stored)):
             return Outcome(requeue_after=RELEASE_RETRY)
+        self._forget_applied(stored.namespace, stored.name)
         remaining = [f for f in finalizers if f != FINALIZER]
         self.kube.patch(
             WORKSPACE,
@@ -397,6 +443,58 @@ class Reconciler:
             stored.data, "Normal", "Released", "external resources released; finalizer removed"
         )
         return Outcome()
+
+
+KINDS_BY_NAME = {
+    "Job": JOB,
+    "Deployment": DEPLOYMENT,
+    "StatefulSet": STATEFULSET,
+    "Service": SERVICE,
+}
+
+
+def _digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def _applied(answer: dict[str, Any], digest: str) -> Applied:
+    meta = answer.get("metadata") or {}
+    generation = meta.get("generation")
+    return Applied(
+        digest=digest,
+        uid=str(meta.get("uid") or ""),
+        generation=int(generation) if generation is not None else None,
+        resource_version=str(meta.get("resourceVersion") or ""),
+    )
+
+
+def _as_applied(live: dict[str, Any], last: Applied, rendered: dict[str, Any]) -> bool:
+    """Whether `live` is still the object our last apply left: the same object (a deleted and
+    re-made one has another uid), its spec untouched (a spec edit raises the generation; a kind
+    without one, Service, is compared by resourceVersion, which only edits move), and the labels,
+    annotations and owner references we set still there (metadata edits raise no generation)."""
+    meta = live.get("metadata") or {}
+    if str(meta.get("uid") or "") != last.uid or meta.get("deletionTimestamp"):
+        return False
+    if last.generation is not None:
+        if meta.get("generation") != last.generation:
+            return False
+    elif str(meta.get("resourceVersion") or "") != last.resource_version:
+        return False
+    want = rendered.get("metadata") or {}
+    for field in ("labels", "annotations"):
+        have = meta.get(field) or {}
+        if any(have.get(k) != v for k, v in (want.get(field) or {}).items()):
+            return False
+    owners = {ref.get("uid") for ref in meta.get("ownerReferences") or []}
+    return all(ref.get("uid") in owners for ref in want.get("ownerReferences") or [])
+
+
+def _named_for(object_name: str, workspace: str) -> bool:
+    # A workspace's objects are named after it (its Service, headless Service, workload).
+    return object_name == workspace or object_name.startswith(workspace + "-")
 
 
 _WARNING_REASONS = {
