@@ -168,6 +168,22 @@ def created_at(tags: dict[str, str] | None) -> datetime | None:
         return None
 
 
+# (below this many seconds, shown in steps of): see progress().
+PROGRESS_STEPS = ((60, 15), (600, 60), (3600, 300), (float("inf"), 900))
+
+
+def progress(ready: int, count: int, seconds: float) -> str:
+    """ "1/2 nodes ready, 3m00s": a provisioning pool's counts for its condition message, the time
+    rounded down to steps that widen as it grows (15 s under a minute, then 1 min, 5 min, 15 min).
+
+    Why: every change of the message is a status write, and the workspace is looked at every
+    few seconds while AKS works (minutes per GPU pool): exact seconds would write each time.
+    Rounded, a 5-minute pool's message changes 8 times.
+    """
+    step = next(step for limit, step in PROGRESS_STEPS if seconds < limit)
+    return f"{ready}/{count} nodes ready, {duration(seconds - seconds % step)}"
+
+
 def duration(seconds: float) -> str:
     """3m12s, 45s, 1h02m: how long a pool has been provisioning, for the condition message."""
     seconds = max(0, int(seconds))

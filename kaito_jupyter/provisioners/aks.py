@@ -3,7 +3,7 @@
 Every call returns at once. A create or delete starts ARM's long-running operation and keeps
 azure-core's poller, which polls in its own thread, backing off from ARM's Retry-After
 (lro.py). While it runs, reconciles ask ARM nothing (they report the pool's nodes in the
-cluster: "provisioning agent pool kw3f9a0c1d2e (1/2 nodes ready, 3m12s)"); when it ends,
+cluster: "provisioning agent pool kw3f9a0c1d2e (1/2 nodes ready, 3m00s)"); when it ends,
 `on_change` queues the workspace and the poller's final answer (the pool as ARM left it) is
 read instead of a GET of our own.
 
@@ -284,7 +284,7 @@ class AksProvisioner:
         return NodeReport(
             required=spec.count,
             reason=PROVISIONING,
-            message=f"provisioning agent pool {spec.name} (0/{spec.count} nodes ready, 0s)",
+            message=f"provisioning agent pool {spec.name} ({agent_pools.progress(0, spec.count, 0)})",
             retry_after=self.poll_seconds,
         )
 
@@ -292,7 +292,7 @@ class AksProvisioner:
         ready, _ = self._nodes(spec.name)
         created = agent_pools.created_at(pool.tags)
         elapsed = self._clock() - created.timestamp() if created else 0.0
-        counts = f"{len(ready)}/{spec.count} nodes ready, {agent_pools.duration(elapsed)}"
+        counts = agent_pools.progress(len(ready), spec.count, elapsed)
         message = (
             f"{what} ({counts})" if what else f"provisioning agent pool {spec.name} ({counts})"
         )
@@ -307,7 +307,7 @@ class AksProvisioner:
     def _in_flight(self, spec: agent_pools.PoolSpec, op: Operation) -> NodeReport:
         ready, _ = self._nodes(spec.name)
         elapsed = self._clock() - op.created.timestamp()
-        counts = f"{len(ready)}/{spec.count} nodes ready, {agent_pools.duration(elapsed)}"
+        counts = agent_pools.progress(len(ready), spec.count, elapsed)
         what = (
             f"agent pool {spec.name} is being deleted"
             if op.kind == "delete"

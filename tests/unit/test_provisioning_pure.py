@@ -121,6 +121,12 @@ def test_owner_needs_our_tag():
 
 def test_durations_read_like_a_clock():
     assert [agent_pools.duration(s) for s in (0, 45, 192, 3725)] == ["0s", "45s", "3m12s", "1h02m"]
+    # The condition message's time moves in widening steps (each change is a status write).
+    shown = [agent_pools.progress(1, 2, s) for s in (0, 14.9, 15, 59, 61, 192, 599, 601, 3725)]
+    assert shown == [f"1/2 nodes ready, {t}" for t in
+                     ("0s", "0s", "15s", "45s", "1m00s", "3m00s", "9m00s", "10m00s", "1h00m")]  # fmt: skip
+    changes = {agent_pools.progress(0, 1, s) for s in range(0, 300, 5)}
+    assert len(changes) == 8  # a 5-minute pool looked at every 5 s: 8 messages, not 60
 
 
 # -- ARM errors ----------------------------------------------------------------------------
