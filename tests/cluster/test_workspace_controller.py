@@ -49,6 +49,16 @@ def ready(name: str):
     return lambda objs: condition(objs.get(name), "WorkspaceReady") == "True" and objs[name]
 
 
+def ready_phi3(kube, backend, testbed, namespace, label: str) -> tuple[dict, list[str]]:
+    """The README's phi-3 workspace on a pool of its own (selected by apps=label), applied and
+    waited for until ready: (the document applied, the pool's nodes)."""
+    nodes = pool(testbed, label, labels={"apps": label})
+    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": label})
+    backend.apply([doc])
+    wait_for(kube, WORKSPACE, namespace, ready(doc["metadata"]["name"]), what="ready")
+    return doc, nodes
+
+
 def test_crd_is_installed_with_both_versions_and_kubectl_get_shows_the_readme_columns(
     kube, crd_installed, backend, controller, testbed, namespace
 ):
@@ -323,11 +333,8 @@ def test_a_failing_container_is_classified_and_inference_ready_is_never_true_ove
 def test_a_spec_change_rolls_the_workload_to_the_new_revision(
     kube, backend, controller, testbed, namespace
 ):
-    pool(testbed, "roll", labels={"apps": "roll"})
-    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "roll"})
-    backend.apply([doc])
+    doc, _ = ready_phi3(kube, backend, testbed, namespace, "roll")
     name = doc["metadata"]["name"]
-    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready")
     before = kube.get(DEPLOYMENT, name, namespace)["spec"]["template"]["metadata"]["annotations"][
         "workspace.kaito.io/hash"
     ]
@@ -393,11 +400,8 @@ def test_no_matching_nodes_says_so_in_resource_ready(kube, backend, controller, 
 def test_backend_reads_nodes_events_endpoint_and_controller_presence(
     kube, backend, controller, testbed, namespace
 ):
-    nodes = pool(testbed, "reads", labels={"apps": "reads"})
-    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "reads"})
-    backend.apply([doc])
+    doc, nodes = ready_phi3(kube, backend, testbed, namespace, "reads")
     name = doc["metadata"]["name"]
-    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready")
     [node] = [n for n in backend.nodes() if n.name in nodes]
     assert (node.instance_type, node.gpus, node.gpus_used) == ("Standard_NC6s_v3", 1, 1)
     assert node.workspaces == (f"{namespace}/{name}",)
@@ -492,11 +496,8 @@ def test_an_object_of_the_same_name_that_is_not_the_workspaces_is_left_alone_and
 def test_losing_a_node_turns_a_ready_workspace_not_ready(
     kube, backend, controller, testbed, namespace
 ):
-    [node] = pool(testbed, "lost", labels={"apps": "lost"})
-    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "lost"})
+    doc, [node] = ready_phi3(kube, backend, testbed, namespace, "lost")
     name = doc["metadata"]["name"]
-    backend.apply([doc])
-    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready")
     testbed.delete_nodes([node])
     ws = wait_for(
         kube, WORKSPACE, namespace,
@@ -542,11 +543,8 @@ def test_a_deployment_or_service_edited_or_deleted_by_hand_is_restored(
     from kaito_jupyter.backends.kubernetes.kube import JSON_PATCH
     from kaito_jupyter.controller.plan import HASH_ANNOTATION
 
-    pool(testbed, "drift", labels={"apps": "drift"})
-    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "drift"})
-    backend.apply([doc])
+    doc, _ = ready_phi3(kube, backend, testbed, namespace, "drift")
     name = doc["metadata"]["name"]
-    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready")
     original = kube.get(DEPLOYMENT, name, namespace)
     image = original["spec"]["template"]["spec"]["containers"][0]["image"]
     spec_hash = original["metadata"]["annotations"][HASH_ANNOTATION]

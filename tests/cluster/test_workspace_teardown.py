@@ -15,17 +15,14 @@ from kaito_jupyter.controller.plan import FINALIZER
 from kaito_jupyter.provisioners.byo import ByoProvisioner
 
 from .conftest import condition, new_namespace, wait_for
-from .test_workspace_controller import pool, readme, ready, with_labels
+from .test_workspace_controller import pool, readme, ready, ready_phi3, with_labels
 
 
 def test_deleting_releases_the_finalizer_and_kubernetes_collects_the_workload(
     kube, backend, controller, testbed, namespace
 ):
-    pool(testbed, "delete", labels={"apps": "delete"})
-    doc = with_labels(readme("inference-phi-3.yaml"), {"apps": "delete"})
-    backend.apply([doc])
+    doc, _ = ready_phi3(kube, backend, testbed, namespace, "delete")
     name = doc["metadata"]["name"]
-    wait_for(kube, WORKSPACE, namespace, ready(name), what="ready")
     backend.delete(name)
     wait_for(
         kube, WORKSPACE, namespace, lambda objs: name not in objs or None, what="workspace gone"
