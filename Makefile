@@ -84,8 +84,13 @@ testbed: install
 test: lint prerequisites testbed jest
 	$(PY) -m pytest
 
-bench: install
+# The peers' own packages (TRL for the tuning peer) only here: the test tiers never need them.
+bench: install $(VENV)/.bench-installed
 	$(PY) -m benchmarks
+
+$(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed
+	$(UV) pip install --python $(PY) --quiet -e '.[runtime,test,bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
