@@ -289,35 +289,26 @@ class AksProvisioner:
         )
 
     def _progress(self, spec, pool, what: str | None = None) -> NodeReport:
-        ready, _ = self._nodes(spec.name)
         created = agent_pools.created_at(pool.tags)
         elapsed = self._clock() - created.timestamp() if created else 0.0
-        counts = agent_pools.progress(len(ready), spec.count, elapsed)
-        message = (
-            f"{what} ({counts})" if what else f"provisioning agent pool {spec.name} ({counts})"
-        )
-        return NodeReport(
-            required=spec.count,
-            ready=ready,
-            reason=PROVISIONING,
-            message=message,
-            retry_after=self.poll_seconds,
-        )
+        return self._provisioning(spec, what or f"provisioning agent pool {spec.name}", elapsed)
 
     def _in_flight(self, spec: agent_pools.PoolSpec, op: Operation) -> NodeReport:
-        ready, _ = self._nodes(spec.name)
-        elapsed = self._clock() - op.created.timestamp()
-        counts = agent_pools.progress(len(ready), spec.count, elapsed)
         what = (
             f"agent pool {spec.name} is being deleted"
             if op.kind == "delete"
             else f"provisioning agent pool {spec.name}"
         )
+        return self._provisioning(spec, what, self._clock() - op.created.timestamp())
+
+    def _provisioning(self, spec, what: str, elapsed: float) -> NodeReport:
+        """Still provisioning: `what`, with the pool's nodes ready so far and the time taken."""
+        ready, _ = self._nodes(spec.name)
         return NodeReport(
             required=spec.count,
             ready=ready,
             reason=PROVISIONING,
-            message=f"{what} ({counts})",
+            message=f"{what} ({agent_pools.progress(len(ready), spec.count, elapsed)})",
             retry_after=self.poll_seconds,
         )
 
