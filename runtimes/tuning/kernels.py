@@ -9,10 +9,10 @@
   0.4 GB more, which the peer's peak memory does not leave room for; more tokens per step
   amortize the dequantization better.
 - `fuse_lora`: a LoRA layer computes x (W + s B A)^T, one product, where peft adds the adapter's
-  output to the base layer's. On CPUs that multiply bf16 natively (AVX512-BF16, AMX) the
-  products take bf16 operands with float32 accumulation (`_LoRALinearBF16`): 4x the float32
-  rate there (917 vs 215 GFLOP/s at the model's shapes on this machine's AMD EPYC), the same
-  compute dtype as QLoRA on GPUs. Elsewhere bf16 products are emulated, about 10x slower.
+  output to the base layer's. CPUs that multiply bf16 natively (AVX512-BF16, AMX) take
+  `grouped.fuse` instead: bf16 operands with float32 accumulation, 4x the float32 rate there
+  (917 vs 215 GFLOP/s at the model's shapes on an AMD EPYC), the same compute dtype as QLoRA on
+  GPUs. Elsewhere bf16 products are emulated, about 10x slower.
 - `fuse_norms`, `fuse_swiglu`: RMSNorm and SiLU-gated MLPs that keep only their inputs for the
   backward pass (transformers' versions keep 2-3 intermediates each): about a third less
   activation memory per token, which buys more tokens per step within the peer's peak memory.
@@ -252,68 +252,6 @@ def _padded(rows: int) -> int:
     return -(-rows // ROW_MULTIPLE) * ROW_MULTIPLE
 
 
-def _bf16_columns(left, right):
-    """[left | right] as one bf16 matrix."""
-    width = left.shape[1]
-    out = torch.empty(left.shape[0], width + right.shape[1], dtype=torch.bfloat16)
-    out[:, :width] = left
-    out[:, width:] = right
-    return out
-
-
-def _augmented(left, factor, scale: float, rows: int):
-    """The bf16 operand [left | s left factor], `rows` rows with zeros below. The skinny
-    product reads the bf16 copy of `left`: half the bytes of the float32 one."""
-    n, width = left.shape
-    out = torch.empty(rows, width + factor.shape[1], dtype=torch.bfloat16)
-    out[:n, :width] = left
-    out[n:] = 0
-    out[:, width:] = (out[:, :width] @ factor.to(torch.bfloat16)).mul_(scale)
-    return out
-
-
-class _LoRALinearBF16(torch.autograd.Function):
-    """y = x W^T + s (x A^T) B^T + b with bf16 operands and float32 accumulation.
-
-    The adapter rides along in one augmented product, [x | s x A^T] [W | B]^T, rather than
-    being merged into W: a bf16 W + s B A would round away the small early updates of B A,
-    while here B A keeps bf16's relative precision of its own. The backward is the same trick,
-    [g | s g B] [W ; A]. Saved for the backward: the bf16 [x | s x A^T], half of float32 x.
-    """
-
-    @staticmethod
-    def forward(ctx, x, lora_a, lora_b, base, scale):
-        width = lora_a.shape[1]
-        x2 = x.reshape(-1, width)
-        augmented = _augmented(x2, lora_a.t(), scale, _padded(x2.shape[0]))
-        weight = _bf16_columns(_dense_weight(base)[0], lora_b)
-        y = (augmented @ weight.t())[: x2.shape[0]].float()
-        if base.bias is not None:
-            y += base.bias
-        ctx.base, ctx.scale = base, scale
-        ctx.save_for_backward(augmented, lora_a, lora_b)
-        return y.reshape(*x.shape[:-1], y.shape[-1])
-
-    @staticmethod
-    def backward(ctx, grad):
-        augmented, lora_a, lora_b = ctx.saved_tensors
-        rank, width = lora_a.shape
-        g = grad.reshape(-1, grad.shape[-1])
-        out = g.shape[1]
-        g_aug = _augmented(g, lora_b, ctx.scale, augmented.shape[0])
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            weight = torch.empty(out + rank, width, dtype=torch.bfloat16)
-            weight[:out] = _dense_weight(ctx.base)[0]
-            weight[out:] = lora_a
-            grad_x = (g_aug @ weight)[: g.shape[0]].float().reshape(*grad.shape[:-1], width)
-        # dB = s g^T (x A^T), dA = s (g B)^T x: both factors are already in the bf16 operands
-        # (whose padding rows are zeros on both sides).
-        grad_b = (g_aug[:, :out].t() @ augmented[:, width:]).float()
-        grad_a = (g_aug[:, out:].t() @ augmented[:, :width]).float()
-        return grad_x, grad_a, grad_b, None, None
-
-
 def _fused_lora_forward(self, x, *args, **kwargs):
     """peft LoRA layer forward: the fused path for the one plain adapter case, else peft's."""
     active = self.active_adapters
@@ -331,8 +269,7 @@ def _fused_lora_forward(self, x, *args, **kwargs):
         or x.dtype != self.lora_A[name].weight.dtype
     ):
         return type(self).forward(self, x, *args, **kwargs)
-    function = _LoRALinearBF16 if self.kaito_bf16_products else _LoRALinear
-    return function.apply(
+    return _LoRALinear.apply(
         x,
         self.lora_A[name].weight,
         self.lora_B[name].weight,
@@ -341,9 +278,8 @@ def _fused_lora_forward(self, x, *args, **kwargs):
     )
 
 
-def fuse_lora(model, *, bf16_products: bool = False) -> int:
-    """peft LoRA layers over linear bases (4-bit on CPU, or dense) -> _LoRALinear, or with
-    `bf16_products` _LoRALinearBF16.
+def fuse_lora(model) -> int:
+    """peft LoRA layers over linear bases (4-bit on CPU, or dense) -> _LoRALinear.
 
     Adapters with dropout, DoRA, a LoRA bias or several active at once keep peft's forward.
     """
@@ -359,7 +295,6 @@ def fuse_lora(model, *, bf16_products: bool = False) -> int:
             continue  # the GPU 4-bit kernels are bitsandbytes' business
         if isinstance(base, bnb.nn.Linear4bit) or type(base) is torch.nn.Linear:
             module.forward = types.MethodType(_fused_lora_forward, module)
-            module.kaito_bf16_products = bf16_products
             count += 1
     return count
 

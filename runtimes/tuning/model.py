@@ -7,6 +7,7 @@ preset's default target modules unless LoraConfig names others.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from kaito_jupyter import catalog
 from kaito_jupyter.errors import RuntimeFailure
 
 from .. import cpu
-from . import kernels
+from . import grouped, kernels
 from .config import TuningConfig
 
 
@@ -61,6 +62,10 @@ def bf16_products(device: str, choice: str = "auto") -> bool:
     if device != "cpu" or choice == "float32":
         return False
     return choice == "bfloat16" or cpu.native_bf16()
+
+
+def _free_bytes() -> int:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def load(
@@ -128,7 +133,12 @@ def load(
         raise RuntimeFailure(f"cannot apply LoRA: {exc}", reason="InvalidTuningConfig") from exc
     if q.load_in_4bit:
         kernels.route_4bit_layers(model)
-    kernels.fuse_lora(model, bf16_products=bf16)
+    if not bf16 or grouped.fuse(model, budget=_free_bytes() // 2) is None:
+        if bf16:
+            log(
+                "LoRA layers: float32 products (their bf16 operands would not fit in half of free memory)"
+            )
+        kernels.fuse_lora(model)
     if device == "cpu":
         log("matrix products: " + ("bf16 operands, float32 accumulation" if bf16 else "float32"))
     kernels.fuse_norms(model)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from kaito_jupyter.runtimes import cpu
-from kaito_jupyter.runtimes.tuning import chat, config, kernels, model, packing, trainer
+from kaito_jupyter.runtimes.tuning import chat, config, grouped, kernels, model, packing, trainer
 
 from .tuning_helpers import conversations
 
@@ -79,8 +79,11 @@ def test_packed_step_matches_the_plain_forward(tiny_model, tmp_path, method, pro
     loaded.model.train()
     assert loaded.bf16_products == (products == "bfloat16")
     fused = [m for n, m in loaded.model.named_modules() if n.endswith(tuple(ALL))]
-    assert fused and all(m.forward.__func__ is kernels._fused_lora_forward for m in fused)
-    assert all(m.kaito_bf16_products == loaded.bf16_products for m in fused)
+    routed = grouped._grouped_forward if loaded.bf16_products else kernels._fused_lora_forward
+    assert fused and all(m.forward.__func__ is routed for m in fused)
+    if loaded.bf16_products:  # q/k/v and gate/up share one product per layer
+        sets = sorted({len(m.kaito_group[0].layers) for m in fused})
+        assert sets == [1, 2, 3], sets
     examples = _examples(tokenizer)
     step = packing.collate(examples, list(range(len(examples))))
     assert step.bounds[-1] == sum(len(e) for e in examples)
@@ -119,27 +122,72 @@ def _relative_error(got, want):
     return float((got - want).norm() / want.norm())
 
 
+class _Attention(torch.nn.Module):
+    """q/k/v of different widths reading one input, and a single (o) beside them."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_proj = torch.nn.Linear(48, 40, bias=True)
+        self.k_proj = torch.nn.Linear(48, 16, bias=False)
+        self.v_proj = torch.nn.Linear(48, 24, bias=True)
+        self.o_proj = torch.nn.Linear(40, 48, bias=False)
+
+    def forward(self, x):
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return torch.cat([q * 0.5, k, v], -1), self.o_proj(q)
+
+
+def _adapted(seed):
+    from peft import LoraConfig, inject_adapter_in_model
+
+    torch.manual_seed(seed)
+    module = _Attention().requires_grad_(False)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    module = inject_adapter_in_model(config, module)
+    for name, p in module.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero; a non-zero B exercises every gradient
+            torch.nn.init.normal_(p)
+    return module
+
+
 @pytest.mark.parametrize("rows", [1, 31, 32, 77])
-def test_bf16_lora_linear_matches_float32(rows):
-    torch.manual_seed(rows)
-    base = torch.nn.Linear(48, 40, bias=True).requires_grad_(False)
-    a = torch.randn(8, 48, requires_grad=True)
-    b = torch.randn(40, 8, requires_grad=True)
-    x = torch.randn(1, rows, 48, requires_grad=True)
-    weights = torch.linspace(-1, 1, 40)
+def test_grouped_projections_match_float32(rows):
+    reference, module = _adapted(rows), _adapted(rows)
+    groups = grouped.fuse(module)
+    assert sorted(len(g.layers) for g in groups) == [1, 3]
+    x = torch.randn(1, rows, 48)
 
-    def grads(function):
-        for t in (x, a, b):
-            t.grad = None
-        y = function()
-        (y * weights).sum().backward()
-        return [y.detach()] + [t.grad.clone() for t in (x, a, b)]
+    def run(m):
+        m.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        first, second = m(xi)
+        (first.square().sum() + (second * torch.linspace(-1, 1, 48)).sum()).backward()
+        grads = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+        return {"first": first.detach(), "second": second.detach(), "dx": xi.grad, **grads}
 
-    want = grads(lambda: base(x) + 0.5 * (x @ a.t()) @ b.t())
-    got = grads(lambda: kernels._LoRALinearBF16.apply(x, a, b, base, 0.5))
-    for name, g, w in zip(("y", "dx", "da", "db"), got, want, strict=True):
-        assert g.dtype == torch.float32 and g.shape == w.shape, name
-        assert _relative_error(g, w) < 1e-2, name
+    want, got = run(reference), run(module)
+    assert got.keys() == want.keys() and len(got) == 3 + 2 * 4
+    for name, w in want.items():
+        assert got[name].dtype == torch.float32 and got[name].shape == w.shape, name
+        limit = 1e-2 if name in ("first", "second", "dx") else TOLERANCES["bfloat16"]["grad"]
+        assert _relative_error(got[name], w) < limit, name
+    assert all(g.pending is None for g in groups)  # every member took its output
+    # a second step sees the updated adapters (they are rewritten into the operand per call)
+    with torch.no_grad():
+        for m in (reference, module):
+            m.k_proj.lora_A["default"].weight.mul_(-2)
+    want, got = run(reference), run(module)
+    assert _relative_error(got["first"], want["first"]) < 1e-2
+
+
+def test_grouping_is_refused_past_its_memory_budget():
+    module = _adapted(0)
+    layers = [m for m in module.modules() if hasattr(m, "lora_A")]
+    need = grouped.operand_bytes(layers)
+    assert need == 2 * 48 * (40 + 16 + 24) + 2 * 40 * 48
+    assert grouped.fuse(module, budget=need - 1) is None
+    assert not any(hasattr(m, "kaito_group") for m in layers)  # nothing routed: peft's forward
+    assert len(grouped.fuse(module, budget=need)) == 2
 
 
 @pytest.mark.parametrize("length", [2, 17, 64, 100])

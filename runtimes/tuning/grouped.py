@@ -1,0 +1,228 @@
+"""Adapted projections on CPUs with native bf16 products: frozen weights held once in bf16, and
+projections that read the same input computed as one product.
+
+Attention's q/k/v and an MLP's gate/up read the same hidden states; every other adapted linear
+is a set of one. Each set gets one persistent bf16 operand, made once from the frozen weights
+(4-bit ones dequantized a single time, not twice per step), with room for the adapters:
+
+             in       R
+        [ W_1      B_1      ]  out_1
+        [ W_2          B_2  ]  out_2
+        [ sA_1     sA_2  0  ]  R = r_1 + r_2
+
+The forward is one product, [x | x (sA)^T] [W | B]^T, and the backward's input gradient another,
+[g | g B] [W ; sA]. The adapter's effect rides on its own columns instead of being merged into a
+bf16 W, where the small early updates of B A would round away. The adapters' rows and columns
+are rewritten from their float32 parameters at each call (a few KB). The first member of a set
+that is called computes the set, and leaves the others their outputs.
+
+Why: at SmolLM2's shapes, the per-step dequantizations, the float32 -> bf16 copies of the
+weights, and three separate products (each with its own bf16 copy of x, kept for the backward)
+cost more than the products themselves.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+from .kernels import _dense_weight, _padded
+
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+class Group:
+    """Projections with one input: their frozen weights and their adapters' places in one bf16
+    operand (see the module docstring). `layers` are peft LoRA layers."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        bases = [layer.get_base_layer() for layer in self.layers]
+        self.width = bases[0].in_features
+        self.outs = [b.out_features for b in bases]
+        self.ranks = [self._adapter(layer)[0].shape[0] for layer in self.layers]
+        self.out, self.rank = sum(self.outs), sum(self.ranks)
+        self.operand = torch.zeros(self.out + self.rank, self.width + self.rank,
+                                   dtype=torch.bfloat16)  # fmt: skip
+        row = 0
+        for base, out in zip(bases, self.outs, strict=True):
+            self.operand[row : row + out, : self.width] = _dense_weight(base)[0].detach()
+            row += out
+        biases = [b.bias for b in bases]
+        self.bias = (
+            None
+            if all(b is None for b in biases)
+            else torch.cat([
+                b.detach().float() if b is not None else torch.zeros(o)
+                for b, o in zip(biases, self.outs, strict=True)
+            ])
+        )  # fmt: skip
+        self.pending: tuple | None = None  # (input, {layer index: output}) not yet taken
+
+    @staticmethod
+    def _adapter(layer):
+        name = layer.active_adapters[0]
+        return layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name]
+
+    def adapters(self) -> list[torch.Tensor]:
+        """A_1, B_1, A_2, B_2, ...: the trainable parameters, in the operand's order."""
+        return [t for layer in self.layers for t in self._adapter(layer)[:2]]
+
+    def write_adapters(self) -> None:
+        with torch.no_grad():
+            row, col = self.out, self.width
+            out_row = 0
+            for layer, out, rank in zip(self.layers, self.outs, self.ranks, strict=True):
+                a, b, scale = self._adapter(layer)
+                self.operand[row : row + rank, : self.width] = a * scale
+                self.operand[out_row : out_row + out, col : col + rank] = b
+                row, col, out_row = row + rank, col + rank, out_row + out
+
+    def scales(self) -> list[float]:
+        return [self._adapter(layer)[2] for layer in self.layers]
+
+    def ready(self, x) -> bool:
+        """Whether every member runs its one plain adapter on `x` (else peft's own forward)."""
+        return x.dtype == torch.float32 and all(_plain(layer) for layer in self.layers)
+
+    def output(self, index: int, x):
+        """Member `index`'s output for x: computed with the whole set, or left by it."""
+        if self.pending is not None and self.pending[0] is x and index in self.pending[1]:
+            out = self.pending[1].pop(index)
+            if not self.pending[1]:
+                self.pending = None
+            return out
+        outs = _GroupedLoRA.apply(x, self, *self.adapters())
+        others = {i: o for i, o in enumerate(outs) if i != index}
+        self.pending = (x, others) if others else None
+        return outs[index]
+
+
+def _plain(layer) -> bool:
+    active = layer.active_adapters
+    name = active[0] if len(active) == 1 else None
+    return not (
+        name is None
+        or layer.disable_adapters
+        or layer.merged
+        or name not in layer.lora_A
+        or name in layer.lora_variant
+        or layer.lora_bias.get(name)
+        or not isinstance(layer.lora_dropout[name], torch.nn.Identity)
+        or layer.lora_A[name].weight.dtype != torch.float32
+    )
+
+
+class _GroupedLoRA(torch.autograd.Function):
+    """Each member's x W_i^T + s_i (x A_i^T) B_i^T + b_i, bf16 operands, float32 accumulation."""
+
+    @staticmethod
+    def forward(ctx, x, group, *adapters):
+        width, out, rank = group.width, group.out, group.rank
+        x2 = x.reshape(-1, width)
+        n = x2.shape[0]
+        group.write_adapters()
+        augmented = torch.empty(_padded(n), width + rank, dtype=torch.bfloat16)
+        augmented[:n, :width] = x2
+        augmented[n:] = 0
+        augmented[:, width:] = augmented[:, :width] @ group.operand[out:, :width].t()
+        y = augmented @ group.operand[:out].t()
+        ctx.group = group
+        ctx.save_for_backward(augmented)
+        outs, col = [], 0
+        for size in group.outs:
+            o = y[:n, col : col + size].float()
+            if group.bias is not None:
+                o += group.bias[col : col + size]
+            outs.append(o.reshape(*x.shape[:-1], size))
+            col += size
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        (augmented,) = ctx.saved_tensors
+        group = ctx.group
+        width, out = group.width, group.out
+        shape = grads[0].shape[:-1]
+        n = shape.numel()
+        g = torch.empty(augmented.shape[0], out + group.rank, dtype=torch.bfloat16)
+        g[n:] = 0
+        col = 0
+        for grad, size in zip(grads, group.outs, strict=True):
+            g[:n, col : col + size] = grad.reshape(n, size)
+            col += size
+        group.write_adapters()
+        g[:, out:] = g[:, :out] @ group.operand[:out, width:]  # g B, per member
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (g @ group.operand)[:n, :width].float().reshape(*shape, width)
+        # dB_i = g_i^T (s_i x A_i^T), dA_i = s_i (g_i B_i)^T x: the blocks of two products of
+        # the bf16 operands (their padding rows are zeros on both sides).
+        grad_b = (g[:, :out].t() @ augmented[:, width:]).float()
+        grad_a = (g[:, out:].t() @ augmented[:, :width]).float()
+        result, row, r0 = [], 0, 0
+        for size, r, scale in zip(group.outs, group.ranks, group.scales(), strict=True):
+            result += [grad_a[r0 : r0 + r].mul_(scale), grad_b[row : row + size, r0 : r0 + r]]
+            row, r0 = row + size, r0 + r
+        return grad_x, None, *result
+
+
+def _grouped_forward(self, x, *args, **kwargs):
+    group, index = self.kaito_group
+    if args or kwargs or not group.ready(x):
+        return type(self).forward(self, x, *args, **kwargs)
+    return group.output(index, x)
+
+
+def _eligible(layer) -> bool:
+    import bitsandbytes as bnb
+
+    base = layer.get_base_layer()
+    if isinstance(base, bnb.nn.Linear4bit):
+        return base.weight.device.type == "cpu"
+    return type(base) is torch.nn.Linear and not base.weight.requires_grad
+
+
+def operand_bytes(layers) -> int:
+    """The bf16 operands' size for these LoRA layers, adapters' rows and columns aside."""
+    return sum(
+        2 * layer.get_base_layer().in_features * layer.get_base_layer().out_features
+        for layer in layers
+    )
+
+
+def fuse(model, budget: int | None = None) -> list[Group] | None:
+    """Route the model's peft LoRA layers over frozen linear bases through Groups: siblings that
+    read one input (SIBLINGS) together, the others alone. Layers that are not plain single
+    adapters at call time (dropout, DoRA, a LoRA bias, several adapters) keep peft's forward.
+
+    The operands cost 2 bytes per frozen weight on top of the model (4x a 4-bit model's own
+    weights): if that exceeds `budget` bytes nothing is routed and None is returned, so a QLoRA
+    job that chose 4 bits to fit keeps fitting."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, LoraLayer) and _plain(m) and _eligible(m)
+    }
+    if budget is not None and operand_bytes(layers.values()) > budget:
+        return None
+    groups, grouped = [], set()
+    for name in layers:
+        parent, _, leaf = name.rpartition(".")
+        for names in SIBLINGS:
+            if leaf == names[0]:
+                members = [f"{parent}.{n}" if parent else n for n in names]
+                members = [m for m in members if m in layers]
+                widths = {layers[m].get_base_layer().in_features for m in members}
+                if len(members) > 1 and len(widths) == 1:
+                    groups.append(Group([layers[m] for m in members]))
+                    grouped.update(members)
+    groups += [Group([layers[name]]) for name in layers if name not in grouped]
+    for group in groups:
+        for index, layer in enumerate(group.layers):
+            layer.kaito_group = (group, index)
+            layer.forward = types.MethodType(_grouped_forward, layer)
+    return groups
