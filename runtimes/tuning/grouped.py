@@ -26,8 +26,9 @@ from __future__ import annotations
 import types
 
 import torch
+import torch.nn.functional as F
 
-from .kernels import _dense_weight, _padded
+from .kernels import _dense_weight, _padded, _swiglu_mlp_forward, swiglu_mlps
 
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
@@ -114,20 +115,63 @@ def _plain(layer) -> bool:
     )
 
 
+def _project(group, augmented):
+    """y = [x | x (sA)^T] [W | B]^T, bf16 (rows, out), for the rows of x already in
+    augmented[:, :width]; writes the x (sA)^T columns first."""
+    width, out = group.width, group.out
+    group.write_adapters()
+    augmented[:, width:] = augmented[:, :width] @ group.operand[out:, :width].t()
+    return augmented @ group.operand[:out].t()
+
+
+def _project_back(group, augmented, g, input_grad: bool):
+    """The backward of _project for output gradients in g[:, :out] (bf16, zero padding rows):
+    the input gradient (bf16 (rows, width), or None) and A_1, B_1, A_2, ... 's gradients."""
+    width, out = group.width, group.out
+    group.write_adapters()
+    g[:, out:] = g[:, :out] @ group.operand[:out, width:]  # g B, per member
+    grad_x = (g @ group.operand)[:, :width] if input_grad else None
+    # dB_i = g_i^T (s_i x A_i^T), dA_i = s_i (g_i B_i)^T x: the blocks of two products of the
+    # bf16 operands (their padding rows are zeros on both sides).
+    grad_b = (g[:, :out].t() @ augmented[:, width:]).float()
+    grad_a = (g[:, out:].t() @ augmented[:, :width]).float()
+    result, row, r0 = [], 0, 0
+    for size, r, scale in zip(group.outs, group.ranks, group.scales(), strict=True):
+        result += [grad_a[r0 : r0 + r].mul_(scale), grad_b[row : row + size, r0 : r0 + r]]
+        row, r0 = row + size, r0 + r
+    return grad_x, result
+
+
+def _augmented_input(group, x2):
+    """A bf16 (padded rows, width + rank) buffer holding x2's rows, zero rows after them."""
+    n = x2.shape[0]
+    augmented = torch.empty(_padded(n), group.width + group.rank, dtype=torch.bfloat16)
+    augmented[:n, : group.width] = x2
+    augmented[n:] = 0
+    return augmented
+
+
+def _output_grad(group, grads, rows: int):
+    """A bf16 (rows, out + rank) buffer holding the members' output gradients side by side."""
+    n = grads[0].shape[:-1].numel()
+    g = torch.empty(rows, group.out + group.rank, dtype=torch.bfloat16)
+    g[n:] = 0
+    col = 0
+    for grad, size in zip(grads, group.outs, strict=True):
+        g[:n, col : col + size] = grad.reshape(n, size)
+        col += size
+    return g
+
+
 class _GroupedLoRA(torch.autograd.Function):
     """Each member's x W_i^T + s_i (x A_i^T) B_i^T + b_i, bf16 operands, float32 accumulation."""
 
     @staticmethod
     def forward(ctx, x, group, *adapters):
-        width, out, rank = group.width, group.out, group.rank
-        x2 = x.reshape(-1, width)
+        x2 = x.reshape(-1, group.width)
         n = x2.shape[0]
-        group.write_adapters()
-        augmented = torch.empty(_padded(n), width + rank, dtype=torch.bfloat16)
-        augmented[:n, :width] = x2
-        augmented[n:] = 0
-        augmented[:, width:] = augmented[:, :width] @ group.operand[out:, :width].t()
-        y = augmented @ group.operand[:out].t()
+        augmented = _augmented_input(group, x2)
+        y = _project(group, augmented)
         ctx.group = group
         ctx.save_for_backward(augmented)
         outs, col = [], 0
@@ -143,29 +187,55 @@ class _GroupedLoRA(torch.autograd.Function):
     def backward(ctx, *grads):
         (augmented,) = ctx.saved_tensors
         group = ctx.group
-        width, out = group.width, group.out
         shape = grads[0].shape[:-1]
-        n = shape.numel()
-        g = torch.empty(augmented.shape[0], out + group.rank, dtype=torch.bfloat16)
-        g[n:] = 0
-        col = 0
-        for grad, size in zip(grads, group.outs, strict=True):
-            g[:n, col : col + size] = grad.reshape(n, size)
-            col += size
-        group.write_adapters()
-        g[:, out:] = g[:, :out] @ group.operand[:out, width:]  # g B, per member
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (g @ group.operand)[:n, :width].float().reshape(*shape, width)
-        # dB_i = g_i^T (s_i x A_i^T), dA_i = s_i (g_i B_i)^T x: the blocks of two products of
-        # the bf16 operands (their padding rows are zeros on both sides).
-        grad_b = (g[:, :out].t() @ augmented[:, width:]).float()
-        grad_a = (g[:, out:].t() @ augmented[:, :width]).float()
-        result, row, r0 = [], 0, 0
-        for size, r, scale in zip(group.outs, group.ranks, group.scales(), strict=True):
-            result += [grad_a[r0 : r0 + r].mul_(scale), grad_b[row : row + size, r0 : r0 + r]]
-            row, r0 = row + size, r0 + r
+        g = _output_grad(group, grads, augmented.shape[0])
+        grad_x, result = _project_back(group, augmented, g, ctx.needs_input_grad[0])
+        if grad_x is not None:
+            grad_x = grad_x[: shape.numel()].float().reshape(*shape, group.width)
         return grad_x, None, *result
+
+
+class _GroupedSwiGLU(torch.autograd.Function):
+    """down(silu(gate(x)) * up(x)) for a gate/up Group and a down Group, all in bf16 between
+    the two products: gate and up stay views of their product, the gated product is written
+    straight into down's operand buffer, and the backward writes d gate and d up straight into
+    gate/up's gradient buffer. Float32 in and out, as the layers around it."""
+
+    @staticmethod
+    def forward(ctx, x, gate_up, down, *adapters):
+        x2 = x.reshape(-1, gate_up.width)
+        n, inner = x2.shape[0], down.width
+        augmented = _augmented_input(gate_up, x2)
+        y = _project(gate_up, augmented)
+        gate, up = y[:, :inner], y[:, inner:]
+        hidden = torch.empty(augmented.shape[0], inner + down.rank, dtype=torch.bfloat16)
+        torch.mul(F.silu(gate), up, out=hidden[:, :inner])  # zero rows stay zero: silu(0) = 0
+        out = _project(down, hidden)[:n].float()
+        ctx.groups = gate_up, down
+        ctx.save_for_backward(augmented, y, hidden)
+        return out.reshape(*x.shape[:-1], down.out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        augmented, y, hidden = ctx.saved_tensors
+        gate_up, down = ctx.groups
+        inner = down.width
+        gate, up = y[:, :inner], y[:, inner:]
+        g_down = _output_grad(down, [grad], hidden.shape[0])
+        d_hidden, down_grads = _project_back(down, hidden, g_down, True)
+        d_hidden = d_hidden[:, :inner]
+        g = torch.empty(augmented.shape[0], gate_up.out + gate_up.rank, dtype=torch.bfloat16)
+        sig = torch.sigmoid(gate)
+        silu = gate * sig
+        torch.mul(d_hidden, silu, out=g[:, inner : 2 * inner])  # d up
+        # d gate = dh up sig (1 + gate (1 - sig)) = dh up sig (1 + gate - silu)
+        silu.neg_().add_(gate).add_(1).mul_(sig).mul_(up)
+        torch.mul(silu, d_hidden, out=g[:, :inner])
+        grad_x, gate_up_grads = _project_back(gate_up, augmented, g, ctx.needs_input_grad[0])
+        if grad_x is not None:
+            shape = grad.shape[:-1]
+            grad_x = grad_x[: shape.numel()].float().reshape(*shape, gate_up.width)
+        return grad_x, None, None, *gate_up_grads, *down_grads
 
 
 def _grouped_forward(self, x, *args, **kwargs):
@@ -173,6 +243,33 @@ def _grouped_forward(self, x, *args, **kwargs):
     if args or kwargs or not group.ready(x):
         return type(self).forward(self, x, *args, **kwargs)
     return group.output(index, x)
+
+
+def _grouped_mlp_forward(self, x):
+    gate_up, down = self.kaito_mlp
+    if not (gate_up.ready(x) and down.ready(x)):
+        return _swiglu_mlp_forward(self, x)
+    return _GroupedSwiGLU.apply(x, gate_up, down, *gate_up.adapters(), *down.adapters())
+
+
+def _route_mlps(model) -> int:
+    """SiLU-gated MLPs whose gate/up are one Group and down another, bias-free ->
+    _GroupedSwiGLU (their layers keep their own routes for calls from elsewhere)."""
+    count = 0
+    for mlp in swiglu_mlps(model):
+        layers = [getattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")]
+        if not all(hasattr(layer, "kaito_group") for layer in layers):
+            continue
+        gate_up, down = layers[0].kaito_group[0], layers[2].kaito_group[0]
+        if (
+            gate_up.layers == layers[:2]
+            and down.layers == layers[2:]
+            and (gate_up.bias is None and down.bias is None)
+        ):
+            mlp.kaito_mlp = (gate_up, down)
+            mlp.forward = types.MethodType(_grouped_mlp_forward, mlp)
+            count += 1
+    return count
 
 
 def _eligible(layer) -> bool:
@@ -225,4 +322,5 @@ def fuse(model, budget: int | None = None) -> list[Group] | None:
         for index, layer in enumerate(group.layers):
             layer.kaito_group = (group, index)
             layer.forward = types.MethodType(_grouped_forward, layer)
+    _route_mlps(model)
     return groups

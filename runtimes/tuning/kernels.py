@@ -352,9 +352,8 @@ def _swiglu_mlp_forward(self, x):
     return self.down_proj(_SwiGLU.apply(self.gate_proj(x), self.up_proj(x)))
 
 
-def fuse_swiglu(model) -> int:
-    """MLPs computing down(silu(gate(x)) * up(x)) -> the same with _SwiGLU in the middle."""
-    count = 0
+def swiglu_mlps(model):
+    """The model's MLPs computing down(silu(gate(x)) * up(x))."""
     for module in model.modules():
         act = getattr(module, "act_fn", None)
         if (
@@ -362,6 +361,14 @@ def fuse_swiglu(model) -> int:
             and act is not None
             and type(act).__name__ in ("SiLU", "SiLUActivation")
         ):
+            yield module
+
+
+def fuse_swiglu(model) -> int:
+    """swiglu_mlps -> the same with _SwiGLU in the middle (those grouped.fuse took aside)."""
+    count = 0
+    for module in swiglu_mlps(model):
+        if not hasattr(module, "kaito_mlp"):
             module.forward = types.MethodType(_swiglu_mlp_forward, module)
             count += 1
     return count

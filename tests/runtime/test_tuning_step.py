@@ -84,6 +84,8 @@ def test_packed_step_matches_the_plain_forward(tiny_model, tmp_path, method, pro
     if loaded.bf16_products:  # q/k/v and gate/up share one product per layer
         sets = sorted({len(m.kaito_group[0].layers) for m in fused})
         assert sets == [1, 2, 3], sets
+        mlps = list(kernels.swiglu_mlps(loaded.model))
+        assert mlps and all(m.forward.__func__ is grouped._grouped_mlp_forward for m in mlps)
     examples = _examples(tokenizer)
     step = packing.collate(examples, list(range(len(examples))))
     assert step.bounds[-1] == sum(len(e) for e in examples)
@@ -178,6 +180,56 @@ def test_grouped_projections_match_float32(rows):
             m.k_proj.lora_A["default"].weight.mul_(-2)
     want, got = run(reference), run(module)
     assert _relative_error(got["first"], want["first"]) < 1e-2
+
+
+class _MLP(torch.nn.Module):
+    """A SiLU-gated MLP, as Llama's."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate_proj = torch.nn.Linear(48, 64, bias=False)
+        self.up_proj = torch.nn.Linear(48, 64, bias=False)
+        self.down_proj = torch.nn.Linear(64, 48, bias=False)
+        self.act_fn = torch.nn.SiLU()
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+@pytest.mark.parametrize("rows", [1, 31, 32, 77])
+def test_grouped_swiglu_matches_float32(rows):
+    from peft import LoraConfig, inject_adapter_in_model
+
+    def adapted():
+        torch.manual_seed(rows)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["gate_proj", "up_proj", "down_proj"])
+        module = inject_adapter_in_model(config, _MLP().requires_grad_(False))
+        for name, p in module.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.3)
+        return module
+
+    reference, module = adapted(), adapted()
+    groups = grouped.fuse(module)
+    assert sorted(len(g.layers) for g in groups) == [1, 2]
+    assert module.forward.__func__ is grouped._grouped_mlp_forward
+    x = torch.randn(1, rows, 48)
+    weights = torch.randn(1, rows, 48)
+
+    def run(m):
+        m.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        out = m(xi)
+        (out * weights).sum().backward()
+        grads = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+        return {"out": out.detach(), "dx": xi.grad, **grads}
+
+    want, got = run(reference), run(module)
+    assert got.keys() == want.keys() and len(got) == 2 + 2 * 3
+    for name, w in want.items():
+        assert got[name].dtype == torch.float32 and got[name].shape == w.shape, name
+        limit = 1e-2 if name in ("out", "dx") else TOLERANCES["bfloat16"]["grad"]
+        assert _relative_error(got[name], w) < limit, name
 
 
 def test_grouping_is_refused_past_its_memory_budget():
