@@ -13,7 +13,7 @@ is a set of one. Each set gets one persistent bf16 operand, made once from the f
 The forward is one product, [x | x (sA)^T] [W | B]^T, and the backward's input gradient another,
 [g | g B] [W ; sA]. The adapter's effect rides on its own columns instead of being merged into a
 bf16 W, where the small early updates of B A would round away. The adapters' rows and columns
-are rewritten from their float32 parameters at each call (a few KB). The first member of a set
+are rewritten from their float32 parameters at each forward (a few KB). The first member of a set
 that is called computes the set, and leaves the others their outputs.
 
 Why: at SmolLM2's shapes, the per-step dequantizations, the float32 -> bf16 copies of the
@@ -76,7 +76,7 @@ class Group:
             out_row = 0
             for layer, out, rank in zip(self.layers, self.outs, self.ranks, strict=True):
                 a, b, scale = self._adapter(layer)
-                self.operand[row : row + rank, : self.width] = a * scale
+                torch.mul(a, scale, out=self.operand[row : row + rank, : self.width])
                 self.operand[out_row : out_row + out, col : col + rank] = b
                 row, col, out_row = row + rank, col + rank, out_row + out
 
@@ -126,9 +126,9 @@ def _project(group, augmented):
 
 def _project_back(group, augmented, g, input_grad: bool):
     """The backward of _project for output gradients in g[:, :out] (bf16, zero padding rows):
-    the input gradient (bf16 (rows, width), or None) and A_1, B_1, A_2, ... 's gradients."""
+    the input gradient (bf16 (rows, width), or None) and A_1, B_1, A_2, ... 's gradients. The
+    operand still holds the adapters its forward wrote: no optimizer step comes in between."""
     width, out = group.width, group.out
-    group.write_adapters()
     g[:, out:] = g[:, :out] @ group.operand[:out, width:]  # g B, per member
     grad_x = (g @ group.operand)[:, :width] if input_grad else None
     # dB_i = g_i^T (s_i x A_i^T), dA_i = s_i (g_i B_i)^T x: the blocks of two products of the
