@@ -628,9 +628,9 @@ def run(ctx: harness.Context) -> harness.Section:
             f"model's shapes run at {gflops['bfloat16']:.0f} GFLOP/s against {gflops['float32']:.0f} for float32. "
             "So Kaito's recipe runs here both as written (bf16 compute) and as the issue adapted it to CPUs "
             "without native bf16 (float32 compute); the goals are checked against the faster of the two "
-            f"({best}). Ours keeps float32 weights, activations, norms, softmax, loss and "
-            "optimizer, and gives the products bf16 operands with float32 accumulation (`--cpu-products auto`; "
-            "see docs/tuning.md)."
+            f"({best}). Ours keeps float32 activations between layers, norms, loss and optimizer, gives the "
+            "products bf16 operands with float32 accumulation, and stays in bf16 between two products "
+            "(attention's scores and probabilities, the MLP's SiLU gate) (`--cpu-products auto`; see docs/tuning.md)."
         )
         if bf16
         else (
@@ -659,10 +659,9 @@ def run(ctx: harness.Context) -> harness.Section:
         f"layer on the {target_fraction:.0%} of tokens that are targets); at the {ours_dtype} rate the products "
         f"alone would take {ours_per_token / (gflops[ours_dtype] * 1e9) * 1e3:.2f} ms per token of the "
         f"{1e3 / our_s['rate']:.2f} ms measured. The rest is what the profile below shows beside the products "
-        "(`aten::mm`, `aten::bmm`): attention (its float32 score products and softmax), the 4-bit "
-        "dequantization (twice per layer per step), conversions to bf16 and elementwise work (norms, rotary "
-        "embeddings, SiLU), each a pass over memory, and the per-operator overhead of about 10,000 small "
-        "operators a step.",
+        "(`aten::mm`, `aten::bmm`, `aten::baddbmm`): conversions to and from bf16 and elementwise work "
+        "(norms, rotary embeddings, the SiLU gate, softmax, the loss), each a pass over memory, and the "
+        "per-operator overhead of about 16,000 operators a step, most of them views and slices.",
         "",
         f"![loss curves](benchmarks/{images[0]}) ![throughput](benchmarks/{images[1]})",
         "",
