@@ -28,7 +28,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from .kernels import _dense_weight, _padded, _swiglu_mlp_forward, swiglu_mlps
+from .kernels import _dense_weight, _padded, _swiglu_mlp_forward, plain_adapter, swiglu_mlps
 
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
@@ -101,18 +101,8 @@ class Group:
 
 
 def _plain(layer) -> bool:
-    active = layer.active_adapters
-    name = active[0] if len(active) == 1 else None
-    return not (
-        name is None
-        or layer.disable_adapters
-        or layer.merged
-        or name not in layer.lora_A
-        or name in layer.lora_variant
-        or layer.lora_bias.get(name)
-        or not isinstance(layer.lora_dropout[name], torch.nn.Identity)
-        or layer.lora_A[name].weight.dtype != torch.float32
-    )
+    name = plain_adapter(layer)
+    return name is not None and layer.lora_A[name].weight.dtype == torch.float32
 
 
 def _project(group, augmented):

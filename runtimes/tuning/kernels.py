@@ -269,22 +269,28 @@ def _padded(rows: int) -> int:
     return -(-rows // ROW_MULTIPLE) * ROW_MULTIPLE
 
 
-def _fused_lora_forward(self, x, *args, **kwargs):
-    """peft LoRA layer forward: the fused path for the one plain adapter case, else peft's."""
-    active = self.active_adapters
+def plain_adapter(layer) -> str | None:
+    """The name of a peft LoRA layer's one active adapter if it is plain LoRA (no dropout,
+    DoRA or LoRA bias; not merged or disabled), else None: what the fused paths compute."""
+    active = layer.active_adapters
     name = active[0] if len(active) == 1 else None
     if (
         name is None
-        or args
-        or kwargs
-        or self.disable_adapters
-        or self.merged
-        or name not in self.lora_A
-        or name in self.lora_variant
-        or self.lora_bias.get(name)
-        or not isinstance(self.lora_dropout[name], torch.nn.Identity)
-        or x.dtype != self.lora_A[name].weight.dtype
+        or layer.disable_adapters
+        or layer.merged
+        or name not in layer.lora_A
+        or name in layer.lora_variant
+        or layer.lora_bias.get(name)
+        or not isinstance(layer.lora_dropout[name], torch.nn.Identity)
     ):
+        return None
+    return name
+
+
+def _fused_lora_forward(self, x, *args, **kwargs):
+    """peft LoRA layer forward: the fused path for the one plain adapter case, else peft's."""
+    name = plain_adapter(self)
+    if name is None or args or kwargs or x.dtype != self.lora_A[name].weight.dtype:
         return type(self).forward(self, x, *args, **kwargs)
     return _LoRALinear.apply(
         x,
