@@ -38,87 +38,52 @@ class KubeNodeSink(NodeSink):
     def __init__(self, kubeconfig: Path):
         from kubernetes import client, config
 
-        configuration = client.Configuration()
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        # Room for many pools' requests at once: past the pool's size each pays a TLS handshake.
-        configuration.connection_pool_maxsize = 32
-        self._api = client.ApiClient(configuration)
+        self._api = config.new_client_from_config(config_file=str(kubeconfig))
         self._core = client.CoreV1Api(self._api)
-        # One poller lists the nodes for every pool that waits: 200 pools polling on their own
-        # were 1000 node lists a second against the API server the benchmark measures.
-        self._readiness = threading.Condition()
-        self._waiters = 0
-        self._polling = False
-        self._next_poll = 0  # the index the next poll will have
-        self._ready: tuple[int, set[str]] = (-1, set())  # (poll index, Ready node names)
+        self._lock = threading.Lock()
 
     def create(self, nodes: list[dict]) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        # Pools' operations make their nodes at once, as ARM's do (the client pools its
-        # connections): one at a time, 200 pools queued seconds behind each other.
-        for node in nodes:
-            try:
-                self._core.create_node(node)
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                # A scaled or relabelled pool: bring the existing node up to date.
-                self._core.patch_node(
-                    node["metadata"]["name"],
-                    {
-                        "metadata": {"labels": node["metadata"]["labels"]},
-                        "spec": {"taints": node["spec"]["taints"]},
-                    },
-                )
+        with self._lock:
+            for node in nodes:
+                try:
+                    self._core.create_node(node)
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    # A scaled or relabelled pool: bring the existing node up to date.
+                    self._core.patch_node(
+                        node["metadata"]["name"],
+                        {
+                            "metadata": {"labels": node["metadata"]["labels"]},
+                            "spec": {"taints": node["spec"]["taints"]},
+                        },
+                    )
+
         self._wait_ready({node["metadata"]["name"] for node in nodes})
 
     def _wait_ready(self, names: set[str], timeout: float = 60) -> None:
         # AKS reports Succeeded once the VMs joined as Ready nodes; so does the simulator.
         deadline = time.monotonic() + timeout
-        with self._readiness:
-            first = self._next_poll  # a poll that began before now may predate these nodes
-            self._waiters += 1
-            if not self._polling:
-                self._polling = True
-                threading.Thread(target=self._poll, name="arm-node-readiness", daemon=True).start()
-            try:
-                while not (self._ready[0] >= first and names <= self._ready[1]):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        missing = names - self._ready[1]
-                        raise TimeoutError(f"nodes {', '.join(sorted(missing))} never became Ready")
-                    self._readiness.wait(left)
-            finally:
-                self._waiters -= 1
-
-    def _poll(self) -> None:
-        while True:
-            with self._readiness:
-                if not self._waiters:
-                    self._polling = False
-                    return
-                index = self._next_poll
-                self._next_poll += 1
-            try:
-                items = self._core.list_node().items
-                ready = {n.metadata.name for n in items if is_ready(n)}
-            except Exception:  # the bed going away mid-list: the waiters time out
-                ready = self._ready[1]
-            with self._readiness:
-                self._ready = (index, ready)
-                self._readiness.notify_all()
+        while time.monotonic() < deadline:
+            with self._lock:
+                ready = {n.metadata.name for n in self._core.list_node().items if is_ready(n)}
+            if names <= ready:
+                return
             time.sleep(0.2)
+        raise TimeoutError(f"nodes {', '.join(sorted(names - ready))} never became Ready")
 
     def delete(self, names: list[str]) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        for name in names:
-            try:
-                self._core.delete_node(name)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+        with self._lock:
+            for name in names:
+                try:
+                    self._core.delete_node(name)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
 
     def close(self) -> None:
         self._api.close()
