@@ -125,10 +125,9 @@ class Controller:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.kube = kube
-        # Every worker (two: a reconcile sends its objects at once), watch, the Lease and the
-        # Event sender keep a connection: without room for all of them the pool drops some and
-        # each request pays a new TLS handshake.
-        kube.widen_pool(2 * workers + 16)
+        # Every worker, watch, the Lease and the Event sender keep a connection: without room
+        # for all of them the pool drops some and each request pays a new TLS handshake.
+        kube.widen_pool(workers + 16)
         self.namespace = namespace
         self.identity = name or identity()
         self.queue = WorkQueue()

@@ -20,7 +20,6 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -279,39 +278,31 @@ class Reconciler:
 
     def _apply_objects(self, stored: StoredWorkspace, p: Plan, nodes: list[str]) -> dict:
         """Apply what the plan renders; returns kind -> the workload as the server answered our
-        apply (or as it was), for `_observe` to use where a cache has not caught up yet.
-
-        Every object is read before any is sent, so a conflict sends nothing; then what needs
-        sending goes at once (the objects are independent): a first reconcile's reads and
-        creates overlap their round trips instead of taking four in turn."""
+        apply (or as it was), for `_observe` to use where a cache has not caught up yet."""
         owner = self._owner(stored)
         fresh: dict[str, dict] = {}
         objects = r.render(p, owner, nodes, self.options, gpus=self._gpus(p, nodes))
         ns, name = stored.namespace, stored.name
-        held = _concurrently(
-            lambda obj: self.reads.find(
-                KINDS_BY_NAME[obj["kind"]], obj["metadata"]["name"], ns, confirm_missing=True
-            ),
-            objects,
-        )
-        for obj, existing in zip(objects, held, strict=True):
+        created = []
+        for obj in objects:
+            kind = obj["kind"]
+            existing = self.reads.find(
+                KINDS_BY_NAME[kind], obj["metadata"]["name"], ns, confirm_missing=True
+            )
             if existing is not None and not _owned_by(existing, owner):
                 raise ObjectConflict(
-                    f"{obj['kind']} {ns}/{obj['metadata']['name']} exists and does not belong "
-                    f"to workspace {name}: delete it, or name the workspace differently"
+                    f"{kind} {ns}/{obj['metadata']['name']} exists and does not belong to "
+                    f"workspace {name}: delete it, or name the workspace differently"
                 )
-        sends = []  # (object, what the server holds, its digest; None: delete the old Job)
-        for obj, existing in zip(objects, held, strict=True):
-            kind = obj["kind"]
             if kind == "Job" and existing is not None:
                 old_hash = ((existing.get("metadata") or {}).get("annotations") or {}).get(
                     HASH_ANNOTATION
                 )
                 if old_hash == p.spec_hash:
-                    fresh[kind] = existing  # a Job's pod template is immutable: nothing to do
-                else:
-                    sends.append((obj, existing, None))
-                continue
+                    fresh[kind] = existing
+                    continue  # a Job's pod template is immutable; the same spec needs nothing
+                self.kube.delete(JOB, name, ns, propagation="Foreground")
+                continue  # recreated once the old one is gone (its deletion requeues us)
             key = (kind, ns, obj["metadata"]["name"])
             digest = _digest(obj)
             with self._applied_lock:
@@ -324,26 +315,11 @@ class Reconciler:
             ):
                 fresh[kind] = existing
                 continue  # what we would send is what the server holds from our last apply
-            sends.append((obj, existing, digest))
-
-        def send(item):
-            obj, _, digest = item
-            if digest is None:
-                # Recreated once the old one is gone (its deletion requeues us).
-                self.kube.delete(JOB, name, ns, propagation="Foreground")
-                return None
-            answer = self.kube.apply(obj)
+            answer = fresh[kind] = self.kube.apply(obj)
             with self._applied_lock:
-                self._applied[(obj["kind"], ns, obj["metadata"]["name"])] = _applied(answer, digest)
-            return answer
-
-        created = []
-        for (obj, existing, _), answer in zip(sends, _concurrently(send, sends), strict=True):
-            if answer is None:
-                continue
-            fresh[obj["kind"]] = answer
+                self._applied[key] = _applied(answer, digest)
             if existing is None:
-                created.append(f"{obj['kind']} {obj['metadata']['name']}")
+                created.append(f"{kind} {obj['metadata']['name']}")
         if created:
             # One Event for the objects this reconcile made, not one per object.
             self.recorder.record(stored.data, "Normal", "Created", "created " + ", ".join(created))
@@ -543,14 +519,3 @@ def _failed(status: dict) -> bool:
 def _owned_by(obj: dict[str, Any], owner: r.Owner) -> bool:
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("uid") == owner.uid for ref in refs)
-
-
-def _concurrently(call, items: list) -> list:
-    """[call(item) for item in items], the calls overlapping: each is a round trip to the API
-    server, and the workers' connection pool has room for two per worker."""
-    if len(items) <= 1:
-        return [call(item) for item in items]
-    with ThreadPoolExecutor(max_workers=len(items) - 1) as pool:
-        rest = [pool.submit(call, item) for item in items[1:]]
-        first = call(items[0])
-        return [first, *(future.result() for future in rest)]
