@@ -115,7 +115,6 @@ def _kaito(testbed, tmp_path, *args, namespace):
         "KAITO_NAMESPACE": namespace,
         "KAITO_LEASE_NAMESPACE": namespace,  # its own Lease: the session controller holds the default
         "JUPYTER_CONFIG_DIR": str(tmp_path),
-        "PYTHONFAULTHANDLER": "1",  # SIGABRT prints every thread's stack (see below)
     }
     return subprocess.Popen(
         [sys.executable, "-m", "kaito_jupyter.cli", *args],
@@ -127,7 +126,6 @@ def test_kaito_controller_reconciles_headless_until_interrupted(
     kube, testbed, crd_installed, tmp_path
 ):
     import signal
-    import subprocess
 
     from kaito_jupyter.backends.kubernetes.backend import KubernetesBackend
 
@@ -148,14 +146,7 @@ def test_kaito_controller_reconciles_headless_until_interrupted(
         )
     finally:
         proc.send_signal(signal.SIGINT)
-        try:
-            # Generous: in the full suite on a 2-core machine its shutdown once took over 30 s.
-            _, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGABRT)  # where it hangs, for the failure message
-            _, err = proc.communicate(timeout=30)
-            message = f"`kaito controller` did not stop within 120 s of SIGINT:\n{err}"
-            raise AssertionError(message) from None
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
 
 
